@@ -77,6 +77,20 @@ pub fn derive(secret: &[u8], salt: &[u8], params: KdfParams) -> Result<DerivedCr
     })
 }
 
+/// For server-generated secrets of 100 bits or more (app passwords, recovery codes): a slow KDF
+/// protects guessable secrets and adds nothing to unguessable ones, so HKDF-SHA256 is used and a
+/// login with an app password costs microseconds, not an Argon2id run.
+pub fn derive_high_entropy(secret: &[u8], salt: &[u8]) -> DerivedCredential {
+    let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), secret);
+    let mut master = zeroize::Zeroizing::new([0u8; 32]);
+    // 32 bytes is far under HKDF-SHA256's output limit, so expand cannot fail.
+    let _ = hkdf.expand(b"letterlock high-entropy credential v1", master.as_mut());
+    DerivedCredential {
+        verifier: *derive_key(master.as_ref(), b"letterlock credential verifier v1").expose(),
+        key_encryption_key: derive_key(master.as_ref(), b"letterlock key-encryption key v1"),
+    }
+}
+
 pub fn random_salt() -> [u8; SALT_SIZE_BYTES] {
     use rand::RngCore;
     let mut salt = [0u8; SALT_SIZE_BYTES];

@@ -1,0 +1,186 @@
+//! Putting messages into mailboxes: local delivery (needs only public keys) and APPEND.
+//!
+//! The plaintext lives only in memory: it is parsed for the index, encrypted once per
+//! recipient account, and only ciphertext reaches the write transaction.
+
+use std::collections::BTreeMap;
+
+use letterlock_crypto::openpgp::{PublicKey, SessionKey};
+use letterlock_storage::{KeyRange, WriteTransaction, SCAN_ROWS_MAX};
+use letterlock_types::limits::RECIPIENTS_PER_MESSAGE_MAX;
+use letterlock_types::{EmailAddress, MailboxName};
+
+use crate::accounts::{resolve_in, user_record};
+use crate::error::{Result, StoreError};
+use crate::index::IndexRecord;
+use crate::records::{
+    self, MailboxRecord, MessageRecord, UsageRecord, UserRecord, BLOBS, MAILBOXES, MESSAGES,
+    PROMOTED_KEYS, USAGE,
+};
+use crate::{get_record, next_id, put_record, MailStore};
+
+pub(crate) const INDEX_KEY_PURPOSE: &[u8] = b"letterlock index record v1";
+pub(crate) const INDEX_CONTEXT: &[u8] = b"letterlock index record";
+
+/// Where a delivery went: for each recipient as given, the accounts and the UIDs in their INBOX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub delivered: Vec<(EmailAddress, EmailAddress, u32)>,
+}
+
+/// A message encrypted for one account, ready to be written.
+pub(crate) struct PreparedMessage {
+    pub blob: Vec<u8>,
+    pub record: MessageRecord,
+    pub session_key: SessionKey,
+}
+
+/// Encrypt `message` to `user`'s current key and seal its index record. CPU work only.
+pub(crate) fn prepare(user: &UserRecord, message: &[u8], index: &IndexRecord, flags: u8, internal_date_unix: i64) -> Result<PreparedMessage> {
+    let key = user.current_key()?;
+    let public_key = PublicKey::from_bytes(&key.public_key)?;
+    let encrypted = public_key.encrypt(message)?;
+    let index_key = encrypted.session_key.derive(INDEX_KEY_PURPOSE);
+    let sealed_index = index_key.seal(INDEX_CONTEXT, &records::encode(index)?);
+    Ok(PreparedMessage {
+        blob: encrypted.bytes,
+        record: MessageRecord {
+            blob_id: 0,
+            size_bytes: message.len() as u64,
+            internal_date_unix,
+            flags,
+            keywords: Vec::new(),
+            modseq: 0,
+            key_fingerprint: key.fingerprint.clone(),
+            sealed_index,
+        },
+        session_key: encrypted.session_key,
+    })
+}
+
+/// Write a prepared message into a mailbox inside `tx`: new UID, new MODSEQ, quota accounted.
+pub(crate) fn store_prepared(
+    tx: &mut (impl WriteTransaction + ?Sized),
+    user: &UserRecord,
+    mailbox_name: &MailboxName,
+    mut prepared: PreparedMessage,
+) -> Result<(u32, u64)> {
+    let mailbox_key = records::mailbox_key(user.id, mailbox_name);
+    let mut mailbox: MailboxRecord = get_record(tx, MAILBOXES, &mailbox_key)?
+        .ok_or_else(|| StoreError::NoSuchMailbox(mailbox_name.clone()))?;
+    let usage_key = records::u64_key(user.id);
+    let mut usage: UsageRecord = get_record(tx, USAGE, &usage_key)?.unwrap_or_default();
+    let size = prepared.record.size_bytes;
+    if user.quota_bytes > 0 && usage.bytes.saturating_add(size) > user.quota_bytes {
+        return Err(StoreError::OverQuota {
+            address: user.address.clone(),
+            used_bytes: usage.bytes,
+            quota_bytes: user.quota_bytes,
+        });
+    }
+    let uid = mailbox.uid_next;
+    mailbox.uid_next = uid
+        .checked_add(1)
+        .ok_or_else(|| StoreError::TooMany { what: "messages in this mailbox's UID space", limit: u32::MAX as usize })?;
+    mailbox.highest_modseq += 1;
+    let blob_id = next_id(tx, records::COUNTER_BLOB_ID)?;
+    prepared.record.blob_id = blob_id;
+    prepared.record.modseq = mailbox.highest_modseq;
+    tx.put(BLOBS, &records::u64_key(blob_id), &prepared.blob)?;
+    put_record(tx, MESSAGES, &records::message_key(mailbox.id, uid), &prepared.record)?;
+    put_record(tx, MAILBOXES, &mailbox_key, &mailbox)?;
+    usage.bytes = usage.bytes.saturating_add(size);
+    usage.messages = usage.messages.saturating_add(1);
+    put_record(tx, USAGE, &usage_key, &usage)?;
+    Ok((uid, blob_id))
+}
+
+/// Delete every message of a mailbox with its blob (for removing a whole account: quota and
+/// promoted keys go with the account).
+pub(crate) fn delete_mailbox_messages(
+    tx: &mut (impl WriteTransaction + ?Sized),
+    mailbox: &MailboxRecord,
+) -> Result<()> {
+    let prefix = records::u64_key(mailbox.id);
+    for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
+        let record: MessageRecord = records::decode("message", &value)?;
+        tx.delete(BLOBS, &records::u64_key(record.blob_id))?;
+        tx.delete(MESSAGES, &key)?;
+    }
+    Ok(())
+}
+
+/// Remove one message record, its blob and its promoted key, and give back its quota.
+pub(crate) fn delete_message(
+    tx: &mut (impl WriteTransaction + ?Sized),
+    user_id: u64,
+    mailbox_id: u64,
+    uid: u32,
+    record: &MessageRecord,
+) -> Result<()> {
+    tx.delete(MESSAGES, &records::message_key(mailbox_id, uid))?;
+    tx.delete(BLOBS, &records::u64_key(record.blob_id))?;
+    tx.delete(PROMOTED_KEYS, &records::promoted_key(user_id, record.blob_id))?;
+    let usage_key = records::u64_key(user_id);
+    let mut usage: UsageRecord = get_record(tx, USAGE, &usage_key)?.unwrap_or_default();
+    usage.bytes = usage.bytes.saturating_sub(record.size_bytes);
+    usage.messages = usage.messages.saturating_sub(1);
+    put_record(tx, USAGE, &usage_key, &usage)
+}
+
+impl MailStore {
+    /// Deliver one message to local recipients, each account getting its own copy encrypted to
+    /// its own key, in its INBOX. All or nothing: one unknown recipient or full mailbox fails the
+    /// whole delivery before anything is written. Returns after the durable commit.
+    pub fn deliver(&self, recipients: &[EmailAddress], message: &[u8]) -> Result<DeliveryReport> {
+        if message.len() > self.options.message_size_max_bytes {
+            return Err(StoreError::MessageTooLarge {
+                size_bytes: message.len(),
+                limit_bytes: self.options.message_size_max_bytes,
+            });
+        }
+        if recipients.len() > RECIPIENTS_PER_MESSAGE_MAX {
+            return Err(StoreError::TooMany {
+                what: "recipients",
+                limit: RECIPIENTS_PER_MESSAGE_MAX,
+            });
+        }
+        // Resolve and encrypt outside the write transaction: it is the slow part.
+        let mut accounts: BTreeMap<EmailAddress, UserRecord> = BTreeMap::new();
+        let mut routes = Vec::new();
+        {
+            let tx = self.engine.begin_read()?;
+            for recipient in recipients {
+                for account in resolve_in(tx.as_ref(), recipient)? {
+                    if !accounts.contains_key(&account) {
+                        let user = user_record(tx.as_ref(), &account)?;
+                        accounts.insert(account.clone(), user);
+                    }
+                    routes.push((recipient.clone(), account));
+                }
+            }
+        }
+        let index = IndexRecord::extract(message);
+        let now = crate::now_unix() as i64;
+        let mut prepared = Vec::with_capacity(accounts.len());
+        for user in accounts.values() {
+            prepared.push((user, prepare(user, message, &index, 0, now)?));
+        }
+
+        let inbox = MailboxName::inbox();
+        let mut uids = BTreeMap::new();
+        let mut tx = self.engine.begin_write()?;
+        for (user, message) in prepared {
+            let (uid, _) = store_prepared(tx.as_mut(), user, &inbox, message)?;
+            uids.insert(user.address.clone(), uid);
+        }
+        tx.commit()?;
+        let delivered = routes
+            .into_iter()
+            .filter_map(|(recipient, account)| {
+                uids.get(&account).map(|uid| (recipient, account.clone(), *uid))
+            })
+            .collect();
+        Ok(DeliveryReport { delivered })
+    }
+}

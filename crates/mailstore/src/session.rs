@@ -1,0 +1,356 @@
+//! An unlocked account: the account key and OpenPGP secret keys in memory for the life of a
+//! session (`DESIGN.md`, point 5, session unlock), zeroised when it is dropped.
+
+use letterlock_crypto::openpgp::{decrypt_with_session_key, SessionKey, UserKey};
+use letterlock_crypto::symmetric::SymmetricKey;
+use letterlock_storage::{KeyRange, ReadTransaction, SCAN_ROWS_MAX};
+use letterlock_types::limits::{KEYWORDS_PER_MESSAGE_MAX, MAILBOXES_PER_USER_MAX};
+use letterlock_types::{EmailAddress, MailboxName};
+
+use crate::accounts::{create_mailbox_in, open_user_keys, user_record};
+use crate::delivery::{delete_message, prepare, store_prepared, INDEX_CONTEXT, INDEX_KEY_PURPOSE};
+use crate::error::{Result, StoreError};
+use crate::index::IndexRecord;
+use crate::records::{
+    self, MailboxRecord, MessageRecord, SpecialUse, UserRecord, BLOBS, MAILBOXES, MESSAGES,
+    PROMOTED_KEYS,
+};
+use crate::{get_record, put_record, MailStore};
+
+const PROMOTED_KEY_PURPOSE: &[u8] = b"letterlock promoted session keys v1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    pub name: MailboxName,
+    pub special_use: Option<SpecialUse>,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+    pub subscribed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageSummary {
+    pub uid: u32,
+    pub flags: u8,
+    pub keywords: Vec<String>,
+    pub size_bytes: u64,
+    pub internal_date_unix: i64,
+    pub modseq: u64,
+    /// `None` when the message is encrypted to a key this account no longer holds.
+    pub index: Option<IndexRecord>,
+}
+
+pub struct Unlocked {
+    store: MailStore,
+    user: UserRecord,
+    account_key: SymmetricKey,
+    promoted_key_sealer: SymmetricKey,
+    keys: Vec<UserKey>,
+}
+
+impl std::fmt::Debug for Unlocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Unlocked({})", self.user.address)
+    }
+}
+
+impl Unlocked {
+    pub(crate) fn open(store: MailStore, user: UserRecord, account_key: SymmetricKey) -> Result<Unlocked> {
+        let keys = open_user_keys(&user, &account_key)?;
+        Ok(Unlocked {
+            store,
+            promoted_key_sealer: account_key.derive(PROMOTED_KEY_PURPOSE),
+            account_key,
+            user,
+            keys,
+        })
+    }
+
+    pub(crate) fn account_key(&self) -> &SymmetricKey {
+        &self.account_key
+    }
+
+    pub fn address(&self) -> &EmailAddress {
+        &self.user.address
+    }
+
+    /// The user's current OpenPGP key.
+    pub fn current_key(&self) -> Result<&UserKey> {
+        self.keys
+            .last()
+            .ok_or_else(|| StoreError::Corrupted("unlocked account without a key".into()))
+    }
+
+    /// Every key this session can decrypt with (older ones read older mail).
+    pub fn keys(&self) -> &[UserKey] {
+        &self.keys
+    }
+
+    fn mailbox(&self, tx: &(impl ReadTransaction + ?Sized), name: &MailboxName) -> Result<MailboxRecord> {
+        get_record(tx, MAILBOXES, &records::mailbox_key(self.user.id, name))?
+            .ok_or_else(|| StoreError::NoSuchMailbox(name.clone()))
+    }
+
+    pub fn mailboxes(&self) -> Result<Vec<MailboxInfo>> {
+        let tx = self.store.engine.begin_read()?;
+        let prefix = records::u64_key(self.user.id);
+        tx.scan(MAILBOXES, KeyRange::prefix(&prefix), MAILBOXES_PER_USER_MAX)?
+            .into_iter()
+            .map(|(key, value)| {
+                let record: MailboxRecord = records::decode("mailbox", &value)?;
+                let name = String::from_utf8(key[8..].to_vec())
+                    .map_err(|_| StoreError::Corrupted("mailbox name".into()))?;
+                Ok(MailboxInfo {
+                    name: MailboxName::try_from(name)?,
+                    special_use: record.special_use,
+                    uid_validity: record.uid_validity,
+                    uid_next: record.uid_next,
+                    highest_modseq: record.highest_modseq,
+                    subscribed: record.subscribed,
+                })
+            })
+            .collect()
+    }
+
+    pub fn create_mailbox(&self, name: &MailboxName) -> Result<()> {
+        let mut tx = self.store.engine.begin_write()?;
+        let prefix = records::u64_key(self.user.id);
+        let count = tx.scan(MAILBOXES, KeyRange::prefix(&prefix), MAILBOXES_PER_USER_MAX + 1)?.len();
+        if count >= MAILBOXES_PER_USER_MAX {
+            return Err(StoreError::TooMany {
+                what: "mailboxes",
+                limit: MAILBOXES_PER_USER_MAX,
+            });
+        }
+        create_mailbox_in(tx.as_mut(), self.user.id, name, None)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Delete a mailbox and its messages. INBOX cannot be deleted (RFC 9051 section 6.3.4).
+    pub fn delete_mailbox(&self, name: &MailboxName) -> Result<()> {
+        if name.is_inbox() {
+            return Err(StoreError::MailboxProtected(name.clone(), "INBOX cannot be deleted"));
+        }
+        let mut tx = self.store.engine.begin_write()?;
+        let mailbox = self.mailbox(tx.as_ref(), name)?;
+        let prefix = records::u64_key(mailbox.id);
+        for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
+            let record: MessageRecord = records::decode("message", &value)?;
+            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;
+        }
+        tx.delete(MAILBOXES, &records::mailbox_key(self.user.id, name))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store a message the user supplies (IMAP APPEND, a copy of sent mail), encrypted like a
+    /// delivery. Returns its UID after the durable commit.
+    pub fn append(&self, mailbox: &MailboxName, message: &[u8], flags: u8, internal_date_unix: i64) -> Result<u32> {
+        let size_max = self.store.options.message_size_max_bytes;
+        if message.len() > size_max {
+            return Err(StoreError::MessageTooLarge {
+                size_bytes: message.len(),
+                limit_bytes: size_max,
+            });
+        }
+        let index = IndexRecord::extract(message);
+        let user = {
+            let tx = self.store.engine.begin_read()?;
+            user_record(tx.as_ref(), &self.user.address)?
+        };
+        let prepared = prepare(&user, message, &index, flags, internal_date_unix)?;
+        let session_key = prepared.session_key.clone();
+        let mut tx = self.store.engine.begin_write()?;
+        let (uid, blob_id) = store_prepared(tx.as_mut(), &user, mailbox, prepared)?;
+        // The session key is at hand: promote it now, saving the public-key operation later.
+        let promoted = records::promoted_key(self.user.id, blob_id);
+        tx.put(PROMOTED_KEYS, &promoted, &self.promoted_key_sealer.seal(&promoted, &session_key.to_bytes()))?;
+        tx.commit()?;
+        Ok(uid)
+    }
+
+    /// Every message of a mailbox with its flags and decrypted index record, in UID order.
+    ///
+    /// Messages read for the first time cost one public-key operation each; their session keys
+    /// are then promoted (sealed under the account key) in one durable transaction, so the next
+    /// listing costs symmetric work only.
+    pub fn list_messages(&self, mailbox_name: &MailboxName) -> Result<Vec<MessageSummary>> {
+        let tx = self.store.engine.begin_read()?;
+        let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
+        let rows = tx.scan(MESSAGES, KeyRange::prefix(&records::u64_key(mailbox.id)), SCAN_ROWS_MAX)?;
+        let mut promotions = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            let record: MessageRecord = records::decode("message", &value)?;
+            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            let index = match self.session_key(tx.as_ref(), &record, &mut promotions) {
+                Ok(session_key) => Some(open_index(&session_key, &record)?),
+                Err(StoreError::KeyLost(_)) => None,
+                Err(error) => return Err(error),
+            };
+            out.push(MessageSummary {
+                uid,
+                flags: record.flags,
+                keywords: record.keywords,
+                size_bytes: record.size_bytes,
+                internal_date_unix: record.internal_date_unix,
+                modseq: record.modseq,
+                index,
+            });
+        }
+        drop(tx);
+        self.save_promotions(promotions)?;
+        Ok(out)
+    }
+
+    /// The exact bytes of one message.
+    pub fn fetch(&self, mailbox_name: &MailboxName, uid: u32) -> Result<Vec<u8>> {
+        let tx = self.store.engine.begin_read()?;
+        let (record, blob) = self.message(tx.as_ref(), mailbox_name, uid)?;
+        let mut promotions = Vec::new();
+        let session_key = self.session_key(tx.as_ref(), &record, &mut promotions)?;
+        drop(tx);
+        self.save_promotions(promotions)?;
+        Ok(decrypt_with_session_key(&blob, &session_key, self.store.options.message_size_max_bytes)?)
+    }
+
+    /// The stored OpenPGP message, as exported.
+    pub fn fetch_encrypted(&self, mailbox_name: &MailboxName, uid: u32) -> Result<Vec<u8>> {
+        let tx = self.store.engine.begin_read()?;
+        Ok(self.message(tx.as_ref(), mailbox_name, uid)?.1)
+    }
+
+    fn message(&self, tx: &(impl ReadTransaction + ?Sized), mailbox_name: &MailboxName, uid: u32) -> Result<(MessageRecord, Vec<u8>)> {
+        let mailbox = self.mailbox(tx, mailbox_name)?;
+        let no_such = || StoreError::NoSuchMessage { mailbox: mailbox_name.clone(), uid };
+        let record: MessageRecord = get_record(tx, MESSAGES, &records::message_key(mailbox.id, uid))?.ok_or_else(no_such)?;
+        let blob = tx
+            .get(BLOBS, &records::u64_key(record.blob_id))?
+            .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
+        Ok((record, blob))
+    }
+
+    /// Replace a message's flags and keywords; returns the new MODSEQ.
+    pub fn set_flags(&self, mailbox_name: &MailboxName, uid: u32, flags: u8, keywords: &[String]) -> Result<u64> {
+        if keywords.len() > KEYWORDS_PER_MESSAGE_MAX {
+            return Err(StoreError::TooMany { what: "keywords", limit: KEYWORDS_PER_MESSAGE_MAX });
+        }
+        let mut tx = self.store.engine.begin_write()?;
+        let mailbox_key = records::mailbox_key(self.user.id, mailbox_name);
+        let mut mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
+        let message_key = records::message_key(mailbox.id, uid);
+        let mut record: MessageRecord = get_record(tx.as_ref(), MESSAGES, &message_key)?
+            .ok_or_else(|| StoreError::NoSuchMessage { mailbox: mailbox_name.clone(), uid })?;
+        mailbox.highest_modseq += 1;
+        record.flags = flags;
+        record.keywords = keywords.to_vec();
+        record.modseq = mailbox.highest_modseq;
+        put_record(tx.as_mut(), MESSAGES, &message_key, &record)?;
+        put_record(tx.as_mut(), MAILBOXES, &mailbox_key, &mailbox)?;
+        tx.commit()?;
+        Ok(record.modseq)
+    }
+
+    /// Remove every message flagged `\Deleted`; returns their UIDs.
+    pub fn expunge(&self, mailbox_name: &MailboxName) -> Result<Vec<u32>> {
+        let mut tx = self.store.engine.begin_write()?;
+        let mailbox_key = records::mailbox_key(self.user.id, mailbox_name);
+        let mut mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
+        let mut expunged = Vec::new();
+        for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&records::u64_key(mailbox.id)), SCAN_ROWS_MAX)? {
+            let record: MessageRecord = records::decode("message", &value)?;
+            if record.flags & records::flag_bits::DELETED == 0 {
+                continue;
+            }
+            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;
+            expunged.push(uid);
+        }
+        if !expunged.is_empty() {
+            mailbox.highest_modseq += 1;
+            put_record(tx.as_mut(), MAILBOXES, &mailbox_key, &mailbox)?;
+        }
+        tx.commit()?;
+        Ok(expunged)
+    }
+
+    /// The session key of a stored message: from its promoted (symmetric) wrapping if there is
+    /// one, else by one public-key operation, queued in `promotions` to be saved.
+    fn session_key(
+        &self,
+        tx: &(impl ReadTransaction + ?Sized),
+        record: &MessageRecord,
+        promotions: &mut Vec<([u8; 16], SessionKey)>,
+    ) -> Result<SessionKey> {
+        let promoted = records::promoted_key(self.user.id, record.blob_id);
+        if let Some(sealed) = tx.get(PROMOTED_KEYS, &promoted)? {
+            let bytes = zeroize::Zeroizing::new(self.promoted_key_sealer.open(&promoted, &sealed)?);
+            return Ok(SessionKey::from_bytes(&bytes)?);
+        }
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.fingerprint() == record.key_fingerprint)
+            .ok_or_else(|| StoreError::KeyLost(record.key_fingerprint.clone()))?;
+        let blob = tx
+            .get(BLOBS, &records::u64_key(record.blob_id))?
+            .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
+        let session_key = key.session_key_of(&blob)?;
+        promotions.push((promoted, session_key.clone()));
+        Ok(session_key)
+    }
+
+    fn save_promotions(&self, promotions: Vec<([u8; 16], SessionKey)>) -> Result<()> {
+        if promotions.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.engine.begin_write()?;
+        for (key, session_key) in promotions {
+            tx.put(PROMOTED_KEYS, &key, &self.promoted_key_sealer.seal(&key, &session_key.to_bytes()))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The secret keys this session holds, armoured and locked with `password`.
+    pub fn export_secret_keys(&self, password: &[u8]) -> Result<String> {
+        let mut out = String::new();
+        for key in &self.keys {
+            out.push_str(&key.export_locked_armored(password)?);
+        }
+        Ok(out)
+    }
+
+    /// For each message of a mailbox: UID, flags, internal date and the stored OpenPGP bytes.
+    pub(crate) fn encrypted_messages(&self, mailbox_name: &MailboxName) -> Result<Vec<(u32, u8, i64, Vec<u8>)>> {
+        let tx = self.store.engine.begin_read()?;
+        let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
+        let mut out = Vec::new();
+        for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&records::u64_key(mailbox.id)), SCAN_ROWS_MAX)? {
+            let record: MessageRecord = records::decode("message", &value)?;
+            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            let blob = tx
+                .get(BLOBS, &records::u64_key(record.blob_id))?
+                .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
+            out.push((uid, record.flags, record.internal_date_unix, blob));
+        }
+        Ok(out)
+    }
+
+    /// The promoted keys this account has, by blob id: for tests and the benchmark.
+    pub fn promoted_key_count(&self) -> Result<usize> {
+        let tx = self.store.engine.begin_read()?;
+        Ok(tx.scan(PROMOTED_KEYS, KeyRange::prefix(&records::u64_key(self.user.id)), SCAN_ROWS_MAX)?.len())
+    }
+}
+
+fn open_index(session_key: &SessionKey, record: &MessageRecord) -> Result<IndexRecord> {
+    let bytes = session_key
+        .derive(INDEX_KEY_PURPOSE)
+        .open(INDEX_CONTEXT, &record.sealed_index)?;
+    records::decode("index record", &bytes)
+}
+

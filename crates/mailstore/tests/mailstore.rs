@@ -1,0 +1,354 @@
+//! The mail store on the embedded engine: accounts, keys, delivery, reading, and the promise
+//! that nothing readable reaches the disk.
+
+use std::sync::Arc;
+
+use letterlock_crypto::kdf::KdfParams;
+use letterlock_mailstore::records::flag_bits;
+use letterlock_mailstore::{MailStore, PasswordAuthority, PasswordReset, StoreError, StoreOptions};
+use letterlock_storage::embedded::EmbeddedEngine;
+use letterlock_types::{Domain, EmailAddress, MailboxName, Secret};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn open(dir: &std::path::Path) -> MailStore {
+    let engine = EmbeddedEngine::open(dir).expect("open engine");
+    MailStore::new(
+        Arc::new(engine),
+        StoreOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            message_size_max_bytes: 1024 * 1024,
+        },
+    )
+}
+
+fn address(text: &str) -> EmailAddress {
+    EmailAddress::try_from(text).expect("address")
+}
+
+fn setup() -> (tempfile::TempDir, MailStore, Secret) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store
+        .add_domain(&Domain::try_from("example.org").expect("domain"))
+        .expect("add domain");
+    let created = store
+        .add_user(&address("alice@example.org"), &Secret::from(PASSWORD), 0, None)
+        .expect("add user");
+    (dir, store, created.recovery_code)
+}
+
+fn message(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Bob <bob@example.net>\r\nTo: alice@example.org\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.net>\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn delivered_mail_reads_back_exactly_after_unlock() {
+    let (_dir, store, _) = setup();
+    let original = message("hello", "the body");
+    let report = store
+        .deliver(&[address("alice@example.org")], &original)
+        .expect("deliver");
+    assert_eq!(report.delivered.len(), 1);
+    let uid = report.delivered[0].2;
+    let session = store
+        .unlock(&address("alice@example.org"), &Secret::from(PASSWORD))
+        .expect("unlock");
+    let inbox = MailboxName::inbox();
+    assert_eq!(session.fetch(&inbox, uid).expect("fetch"), original);
+    let listing = session.list_messages(&inbox).expect("list");
+    assert_eq!(listing.len(), 1);
+    let index = listing[0].index.as_ref().expect("index readable");
+    assert_eq!(index.envelope.subject.as_deref(), Some("hello"));
+    assert!(index.terms.contains(&"body".to_string()));
+    assert_eq!(listing[0].size_bytes, original.len() as u64);
+}
+
+#[test]
+fn default_mailboxes_have_special_uses() {
+    let (_dir, store, _) = setup();
+    let session = store
+        .unlock(&address("alice@example.org"), &Secret::from(PASSWORD))
+        .expect("unlock");
+    let names: Vec<String> = session
+        .mailboxes()
+        .expect("mailboxes")
+        .into_iter()
+        .map(|mailbox| match mailbox.special_use {
+            Some(special) => format!("{} {}", mailbox.name, special.attribute()),
+            None => mailbox.name.to_string(),
+        })
+        .collect();
+    for expected in ["INBOX", "Sent \\Sent", "Drafts \\Drafts", "Junk \\Junk", "Trash \\Trash", "Archive \\Archive"] {
+        assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");
+    }
+}
+
+#[test]
+fn wrong_password_cannot_unlock_and_app_password_can() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    assert!(matches!(
+        store.unlock(&alice, &Secret::from("wrong password")),
+        Err(StoreError::WrongCredentials)
+    ));
+    assert!(matches!(
+        store.add_app_password(&alice, &Secret::from("wrong password"), "phone"),
+        Err(StoreError::WrongCredentials)
+    ));
+    let app = store
+        .add_app_password(&alice, &Secret::from(PASSWORD), "phone")
+        .expect("app password");
+    store.deliver(&[alice.clone()], &message("m1", "x")).expect("deliver");
+    let session = store.unlock(&alice, &app).expect("app password unlocks");
+    assert_eq!(session.list_messages(&MailboxName::inbox()).expect("list").len(), 1);
+    assert!(matches!(
+        store.add_app_password(&alice, &Secret::from(PASSWORD), "phone"),
+        Err(StoreError::AppPasswordExists(_))
+    ));
+    store.remove_app_password(&alice, "phone").expect("remove");
+    assert!(matches!(store.unlock(&alice, &app), Err(StoreError::WrongCredentials)));
+    assert!(matches!(
+        store.remove_app_password(&alice, "phone"),
+        Err(StoreError::NoSuchAppPassword(_))
+    ));
+}
+
+#[test]
+fn recovery_code_keeps_old_mail_readable_after_a_reset() {
+    let (_dir, store, recovery_code) = setup();
+    let alice = address("alice@example.org");
+    let original = message("before-reset", "old mail");
+    store.deliver(&[alice.clone()], &original).expect("deliver");
+    let new_password = Secret::from("a brand new password");
+    assert!(matches!(
+        store.set_password(&alice, &new_password, PasswordAuthority::RecoveryCode(&Secret::from("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA"))),
+        Err(StoreError::WrongRecoveryCode)
+    ));
+    let reset = store
+        .set_password(&alice, &new_password, PasswordAuthority::RecoveryCode(&recovery_code))
+        .expect("reset with recovery code");
+    assert!(matches!(reset, PasswordReset::KeptKeys));
+    assert!(store.unlock(&alice, &Secret::from(PASSWORD)).is_err(), "old password still works");
+    let session = store.unlock(&alice, &new_password).expect("unlock");
+    assert_eq!(session.fetch(&MailboxName::inbox(), 1).expect("old mail"), original);
+    // The recovery code itself unlocks too.
+    store
+        .unlock_with_recovery_code(&alice, &recovery_code)
+        .expect("recovery code unlocks");
+}
+
+#[test]
+fn admin_reset_without_recovery_code_cannot_read_old_mail() {
+    let (_dir, store, old_recovery_code) = setup();
+    let alice = address("alice@example.org");
+    store.deliver(&[alice.clone()], &message("old", "old mail")).expect("deliver");
+    let new_password = Secret::from("another new password");
+    let reset = store
+        .set_password(&alice, &new_password, PasswordAuthority::AdminWithoutRecovery)
+        .expect("admin reset");
+    let PasswordReset::NewKeys { unreadable_messages, .. } = reset else {
+        panic!("an admin reset must issue new keys");
+    };
+    assert_eq!(unreadable_messages, 1);
+    let session = store.unlock(&alice, &new_password).expect("unlock");
+    assert!(matches!(
+        session.fetch(&MailboxName::inbox(), 1),
+        Err(StoreError::KeyLost(_))
+    ));
+    // Neither the old password nor the old recovery code opens the new account key.
+    assert!(store.unlock(&alice, &Secret::from(PASSWORD)).is_err());
+    assert!(store.unlock_with_recovery_code(&alice, &old_recovery_code).is_err());
+    // New mail is readable; the old message is listed without its envelope.
+    let fresh = message("new", "new mail");
+    store.deliver(&[alice.clone()], &fresh).expect("deliver");
+    assert_eq!(session.fetch(&MailboxName::inbox(), 2).expect("new mail"), fresh);
+    let listing = session.list_messages(&MailboxName::inbox()).expect("list");
+    assert!(listing[0].index.is_none());
+    assert!(listing[1].index.is_some());
+}
+
+#[test]
+fn first_listing_promotes_session_keys_and_later_ones_reuse_them() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    for n in 0..5 {
+        store.deliver(&[alice.clone()], &message(&format!("m{n}"), "x")).expect("deliver");
+    }
+    let session = store.unlock(&alice, &Secret::from(PASSWORD)).expect("unlock");
+    assert_eq!(session.promoted_key_count().expect("count"), 0);
+    session.list_messages(&MailboxName::inbox()).expect("list");
+    assert_eq!(session.promoted_key_count().expect("count"), 5);
+    // A later session uses the promoted keys: prove it by listing with no secret keys' help —
+    // the listing must still work and nothing new is promoted.
+    let again = store.unlock(&alice, &Secret::from(PASSWORD)).expect("unlock");
+    assert_eq!(again.list_messages(&MailboxName::inbox()).expect("list").len(), 5);
+    assert_eq!(again.promoted_key_count().expect("count"), 5);
+}
+
+#[test]
+fn aliases_and_catch_all_route_to_accounts() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    store
+        .add_alias("postmaster@example.org", std::slice::from_ref(&alice))
+        .expect("alias");
+    assert!(matches!(
+        store.deliver(&[address("nobody@example.org")], &message("x", "y")),
+        Err(StoreError::UnknownRecipient(_))
+    ));
+    store.add_alias("@example.org", std::slice::from_ref(&alice)).expect("catch-all");
+    let report = store
+        .deliver(
+            &[address("postmaster@example.org"), address("nobody@example.org")],
+            &message("x", "y"),
+        )
+        .expect("deliver");
+    // Two recipients, one account: one copy.
+    assert_eq!(report.delivered.len(), 2);
+    assert_eq!(report.delivered[0].2, report.delivered[1].2);
+    assert!(matches!(
+        store.add_alias("ghost@example.org", &[address("nobody@example.org")]),
+        Err(StoreError::NoSuchUser(_))
+    ));
+    assert!(matches!(
+        store.add_alias("alice@example.org", std::slice::from_ref(&alice)),
+        Err(StoreError::AddressTaken(_))
+    ));
+    assert!(matches!(
+        store.add_alias("x@unknown.example", std::slice::from_ref(&alice)),
+        Err(StoreError::NoSuchDomain(_))
+    ));
+    store.remove_alias("@example.org").expect("remove");
+    assert!(matches!(store.remove_alias("@example.org"), Err(StoreError::NoSuchAlias(_))));
+}
+
+#[test]
+fn quota_refuses_with_a_temporary_error_and_writes_nothing() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    store.set_quota(&alice, 300).expect("quota");
+    store.deliver(&[alice.clone()], &message("a", "small")).expect("fits");
+    let error = store
+        .deliver(&[alice.clone()], &message("b", &"x".repeat(400)))
+        .expect_err("over quota");
+    assert!(matches!(error, StoreError::OverQuota { .. }));
+    assert!(error.is_temporary());
+    let session = store.unlock(&alice, &Secret::from(PASSWORD)).expect("unlock");
+    assert_eq!(session.list_messages(&MailboxName::inbox()).expect("list").len(), 1);
+}
+
+#[test]
+fn oversized_messages_and_unknown_domains_are_refused() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    assert!(matches!(
+        store.deliver(&[alice], &vec![b'x'; 2 * 1024 * 1024]),
+        Err(StoreError::MessageTooLarge { .. })
+    ));
+    assert!(matches!(
+        store.add_user(&address("x@nowhere.example"), &Secret::from(PASSWORD), 0, None),
+        Err(StoreError::NoSuchDomain(_))
+    ));
+    assert!(matches!(
+        store.add_user(&address("alice@example.org"), &Secret::from(PASSWORD), 0, None),
+        Err(StoreError::AddressTaken(_))
+    ));
+    assert!(matches!(
+        store.add_user(&address("bob@example.org"), &Secret::from("short"), 0, None),
+        Err(StoreError::WeakPassword(_))
+    ));
+}
+
+#[test]
+fn flags_append_expunge_and_mailboxes() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    let session = store.unlock(&alice, &Secret::from(PASSWORD)).expect("unlock");
+    let work = MailboxName::try_from("Work/2026").expect("name");
+    session.create_mailbox(&work).expect("create");
+    assert!(matches!(session.create_mailbox(&work), Err(StoreError::MailboxExists(_))));
+    let first = session.append(&work, &message("one", "1"), flag_bits::SEEN, 1_700_000_000).expect("append");
+    let second = session.append(&work, &message("two", "2"), 0, 1_700_000_001).expect("append");
+    assert_eq!((first, second), (1, 2));
+    let before = session.mailboxes().expect("list").into_iter().find(|m| m.name == work).expect("work");
+    let modseq = session
+        .set_flags(&work, second, flag_bits::DELETED, &["$Important".to_string()])
+        .expect("flags");
+    assert!(modseq > before.highest_modseq);
+    assert_eq!(session.expunge(&work).expect("expunge"), vec![second]);
+    let listing = session.list_messages(&work).expect("list");
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0].flags, flag_bits::SEEN);
+    assert_eq!(listing[0].internal_date_unix, 1_700_000_000);
+    assert!(matches!(
+        session.fetch(&work, second),
+        Err(StoreError::NoSuchMessage { .. })
+    ));
+    assert!(matches!(
+        session.delete_mailbox(&MailboxName::inbox()),
+        Err(StoreError::MailboxProtected(..))
+    ));
+    session.delete_mailbox(&work).expect("delete");
+    assert!(matches!(session.list_messages(&work), Err(StoreError::NoSuchMailbox(_))));
+}
+
+#[test]
+fn domains_cannot_be_removed_while_in_use() {
+    let (_dir, store, _) = setup();
+    let domain = Domain::try_from("example.org").expect("domain");
+    assert!(matches!(store.add_domain(&domain), Err(StoreError::DomainExists(_))));
+    assert!(matches!(store.remove_domain(&domain), Err(StoreError::DomainInUse { users: 1, .. })));
+    store.remove_user(&address("alice@example.org")).expect("remove user");
+    store.remove_domain(&domain).expect("remove domain");
+    assert!(store.list_domains().expect("list").is_empty());
+}
+
+#[test]
+fn nothing_readable_reaches_the_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let canaries = ["CANARYSUBJECT7f3a", "canary-sender-91b2@example.net", "CANARYBODY55e0c"];
+    {
+        let store = open(dir.path());
+        store.add_domain(&Domain::try_from("example.org").expect("domain")).expect("domain");
+        store
+            .add_user(&address("alice@example.org"), &Secret::from(PASSWORD), 0, None)
+            .expect("user");
+        let alice = address("alice@example.org");
+        let mail = format!(
+            "From: Canary <{}>\r\nSubject: {}\r\n\r\n{}\r\n",
+            canaries[1], canaries[0], canaries[2]
+        );
+        store.deliver(&[alice.clone()], mail.as_bytes()).expect("deliver");
+        let session = store.unlock(&alice, &Secret::from(PASSWORD)).expect("unlock");
+        // Reading and listing must not leave plaintext behind either.
+        session.list_messages(&MailboxName::inbox()).expect("list");
+        session.append(&MailboxName::try_from("Sent").expect("name"), mail.as_bytes(), 0, 0).expect("append");
+    }
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).expect("read");
+        for canary in canaries {
+            assert!(
+                !bytes.windows(canary.len()).any(|window| window == canary.as_bytes()),
+                "{canary} found in {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
