@@ -3,10 +3,10 @@
 //! The plaintext lives only in memory: it is parsed for the index, encrypted once per
 //! recipient account, and only ciphertext reaches the write transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use letterlock_crypto::openpgp::{PublicKey, SessionKey};
-use letterlock_storage::{KeyRange, WriteTransaction, SCAN_ROWS_MAX};
+use letterlock_storage::{KeyRange, ReadTransaction, WriteTransaction, SCAN_ROWS_MAX};
 use letterlock_types::limits::RECIPIENTS_PER_MESSAGE_MAX;
 use letterlock_types::{EmailAddress, MailboxName};
 
@@ -68,16 +68,10 @@ pub(crate) fn store_prepared(
     let mailbox_key = records::mailbox_key(user.id, mailbox_name);
     let mut mailbox: MailboxRecord = get_record(tx, MAILBOXES, &mailbox_key)?
         .ok_or_else(|| StoreError::NoSuchMailbox(mailbox_name.clone()))?;
+    let size = prepared.record.size_bytes;
+    check_quota(tx, user, size)?;
     let usage_key = records::u64_key(user.id);
     let mut usage: UsageRecord = get_record(tx, USAGE, &usage_key)?.unwrap_or_default();
-    let size = prepared.record.size_bytes;
-    if user.quota_bytes > 0 && usage.bytes.saturating_add(size) > user.quota_bytes {
-        return Err(StoreError::OverQuota {
-            address: user.address.clone(),
-            used_bytes: usage.bytes,
-            quota_bytes: user.quota_bytes,
-        });
-    }
     let uid = mailbox.uid_next;
     mailbox.uid_next = uid
         .checked_add(1)
@@ -128,11 +122,133 @@ pub(crate) fn delete_message(
     put_record(tx, USAGE, &usage_key, &usage)
 }
 
+/// Refuse a message that would take an account over its quota, before anything is written.
+fn check_quota(tx: &(impl ReadTransaction + ?Sized), user: &UserRecord, size_bytes: u64) -> Result<()> {
+    if user.quota_bytes == 0 {
+        return Ok(());
+    }
+    let usage: UsageRecord = get_record(tx, USAGE, &records::u64_key(user.id))?.unwrap_or_default();
+    if usage.bytes.saturating_add(size_bytes) > user.quota_bytes {
+        return Err(StoreError::OverQuota {
+            address: user.address.clone(),
+            used_bytes: usage.bytes,
+            quota_bytes: user.quota_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// One message of a batch, encrypted for each of its accounts, waiting for the write.
+struct PreparedDelivery<'a> {
+    routes: Vec<(EmailAddress, EmailAddress)>,
+    copies: Vec<(&'a UserRecord, PreparedMessage)>,
+}
+
 impl MailStore {
     /// Deliver one message to local recipients, each account getting its own copy encrypted to
     /// its own key, in its INBOX. All or nothing: one unknown recipient or full mailbox fails the
     /// whole delivery before anything is written. Returns after the durable commit.
     pub fn deliver(&self, recipients: &[EmailAddress], message: &[u8]) -> Result<DeliveryReport> {
+        self.deliver_many(&[(recipients, message)])
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupted("empty batch result".into())))
+    }
+
+    /// Deliver several messages with one durable commit (group commit): each message is all or
+    /// nothing as in [`MailStore::deliver`], and none is reported delivered before the commit.
+    /// If the commit itself fails, every message of the batch fails with that error.
+    pub fn deliver_many(&self, batch: &[(&[EmailAddress], &[u8])]) -> Vec<Result<DeliveryReport>> {
+        match self.deliver_batch(batch) {
+            Ok(results) => results,
+            Err(error) => {
+                let text = error.to_string();
+                let temporary = error.is_temporary();
+                batch
+                    .iter()
+                    .map(|_| {
+                        Err(if temporary {
+                            StoreError::Storage(letterlock_storage::StorageError::Unavailable(text.clone()))
+                        } else {
+                            StoreError::Corrupted(text.clone())
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn deliver_batch(&self, batch: &[(&[EmailAddress], &[u8])]) -> Result<Vec<Result<DeliveryReport>>> {
+        // Resolve and encrypt outside the write transaction: it is the slow part.
+        let mut accounts: BTreeMap<EmailAddress, UserRecord> = BTreeMap::new();
+        let mut routed: Vec<Result<Vec<(EmailAddress, EmailAddress)>>> = Vec::with_capacity(batch.len());
+        {
+            let tx = self.engine.begin_read()?;
+            for (recipients, message) in batch {
+                routed.push(self.route(tx.as_ref(), recipients, message, &mut accounts));
+            }
+        }
+        let now = crate::now_unix() as i64;
+        let mut prepared: Vec<Result<PreparedDelivery<'_>>> = Vec::with_capacity(batch.len());
+        for ((_, message), routes) in batch.iter().zip(routed) {
+            prepared.push(routes.and_then(|routes| {
+                let index = IndexRecord::extract(message);
+                let mut seen = BTreeSet::new();
+                let mut copies = Vec::new();
+                for (_, account) in &routes {
+                    if seen.insert(account.clone()) {
+                        let user = accounts
+                            .get(account)
+                            .ok_or_else(|| StoreError::NoSuchUser(account.clone()))?;
+                        copies.push((user, prepare(user, message, &index, 0, now)?));
+                    }
+                }
+                Ok(PreparedDelivery { routes, copies })
+            }));
+        }
+
+        let inbox = MailboxName::inbox();
+        let mut tx = self.engine.begin_write()?;
+        let mut results = Vec::with_capacity(batch.len());
+        for delivery in prepared {
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            if let Err(error) = delivery
+                .copies
+                .iter()
+                .try_for_each(|(user, copy)| check_quota(tx.as_ref(), user, copy.record.size_bytes))
+            {
+                results.push(Err(error));
+                continue;
+            }
+            let mut uids = BTreeMap::new();
+            for (user, copy) in delivery.copies {
+                let (uid, _) = store_prepared(tx.as_mut(), user, &inbox, copy)?;
+                uids.insert(user.address.clone(), uid);
+            }
+            let delivered = delivery
+                .routes
+                .into_iter()
+                .filter_map(|(recipient, account)| uids.get(&account).map(|uid| (recipient, account.clone(), *uid)))
+                .collect();
+            results.push(Ok(DeliveryReport { delivered }));
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    /// Check one message's limits and resolve its recipients to accounts.
+    fn route(
+        &self,
+        tx: &(impl ReadTransaction + ?Sized),
+        recipients: &[EmailAddress],
+        message: &[u8],
+        accounts: &mut BTreeMap<EmailAddress, UserRecord>,
+    ) -> Result<Vec<(EmailAddress, EmailAddress)>> {
         if message.len() > self.options.message_size_max_bytes {
             return Err(StoreError::MessageTooLarge {
                 size_bytes: message.len(),
@@ -145,42 +261,16 @@ impl MailStore {
                 limit: RECIPIENTS_PER_MESSAGE_MAX,
             });
         }
-        // Resolve and encrypt outside the write transaction: it is the slow part.
-        let mut accounts: BTreeMap<EmailAddress, UserRecord> = BTreeMap::new();
         let mut routes = Vec::new();
-        {
-            let tx = self.engine.begin_read()?;
-            for recipient in recipients {
-                for account in resolve_in(tx.as_ref(), recipient)? {
-                    if !accounts.contains_key(&account) {
-                        let user = user_record(tx.as_ref(), &account)?;
-                        accounts.insert(account.clone(), user);
-                    }
-                    routes.push((recipient.clone(), account));
+        for recipient in recipients {
+            for account in resolve_in(tx, recipient)? {
+                if !accounts.contains_key(&account) {
+                    let user = user_record(tx, &account)?;
+                    accounts.insert(account.clone(), user);
                 }
+                routes.push((recipient.clone(), account));
             }
         }
-        let index = IndexRecord::extract(message);
-        let now = crate::now_unix() as i64;
-        let mut prepared = Vec::with_capacity(accounts.len());
-        for user in accounts.values() {
-            prepared.push((user, prepare(user, message, &index, 0, now)?));
-        }
-
-        let inbox = MailboxName::inbox();
-        let mut uids = BTreeMap::new();
-        let mut tx = self.engine.begin_write()?;
-        for (user, message) in prepared {
-            let (uid, _) = store_prepared(tx.as_mut(), user, &inbox, message)?;
-            uids.insert(user.address.clone(), uid);
-        }
-        tx.commit()?;
-        let delivered = routes
-            .into_iter()
-            .filter_map(|(recipient, account)| {
-                uids.get(&account).map(|uid| (recipient, account.clone(), *uid))
-            })
-            .collect();
-        Ok(DeliveryReport { delivered })
+        Ok(routes)
     }
 }

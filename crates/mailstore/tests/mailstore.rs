@@ -352,3 +352,28 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_batch_commits_once_and_fails_messages_one_by_one() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    let nobody = address("nobody@example.org");
+    let good = message("good", "1");
+    let also_good = message("also-good", "2");
+    let to_alice = [alice.clone()];
+    let to_nobody = [nobody];
+    let results = store.deliver_many(&[
+        (&to_alice, &good),
+        (&to_nobody, &good),
+        (&to_alice, &also_good),
+    ]);
+    assert!(matches!(results[0], Ok(_)));
+    assert!(matches!(results[1], Err(StoreError::UnknownRecipient(_))));
+    let uids: Vec<u32> = [&results[0], &results[2]]
+        .iter()
+        .map(|result| result.as_ref().expect("delivered").delivered[0].2)
+        .collect();
+    assert_eq!(uids, vec![1, 2]);
+    let session = store.unlock(&alice, &Secret::from(PASSWORD)).expect("unlock");
+    assert_eq!(session.fetch(&MailboxName::inbox(), 2).expect("fetch"), also_good);
+}
