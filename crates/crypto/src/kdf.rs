@@ -30,7 +30,7 @@ impl KdfParams {
         parallelism: 1,
     };
 
-    /// Cheap parameters for tests only: never accepted by a configuration file.
+    /// Cheap parameters for tests only (a test configuration sets them through `[kdf]`).
     pub const INSECURE_FOR_TESTS: KdfParams = KdfParams {
         memory_kib: 8,
         iterations: 1,
@@ -64,7 +64,11 @@ pub fn derive(secret: &[u8], salt: &[u8], params: KdfParams) -> Result<DerivedCr
         Some(32),
     )
     .map_err(|error| CryptoError::Kdf(error.to_string()))?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon_params,
+    );
     let mut master = zeroize::Zeroizing::new([0u8; 32]);
     argon
         .hash_password_into(secret, salt, master.as_mut())
@@ -122,12 +126,19 @@ mod tests {
         assert!(a.verifies(&b.verifier));
         assert!(!a.verifies(&c.verifier));
         assert_eq!(a.key_encryption_key.expose(), b.key_encryption_key.expose());
-        assert_ne!(a.verifier.as_slice(), a.key_encryption_key.expose().as_slice());
+        assert_ne!(
+            a.verifier.as_slice(),
+            a.key_encryption_key.expose().as_slice()
+        );
     }
 
     #[test]
     fn bad_parameters_are_an_error_not_a_panic() {
-        let params = KdfParams { memory_kib: 0, iterations: 0, parallelism: 0 };
+        let params = KdfParams {
+            memory_kib: 0,
+            iterations: 0,
+            parallelism: 0,
+        };
         assert!(derive(b"x", &random_salt(), params).is_err());
     }
 }

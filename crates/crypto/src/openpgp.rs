@@ -78,9 +78,15 @@ impl UserKey {
         let (mut secret, _headers) = SignedSecretKey::from_reader_single(bytes)?;
         secret.verify_bindings()?;
         let password = Password::from(passphrase);
-        secret.primary_key.remove_password(&password).map_err(|_| locked_key_error())?;
+        secret
+            .primary_key
+            .remove_password(&password)
+            .map_err(|_| locked_key_error())?;
         for subkey in &mut secret.secret_subkeys {
-            subkey.key.remove_password(&password).map_err(|_| locked_key_error())?;
+            subkey
+                .key
+                .remove_password(&password)
+                .map_err(|_| locked_key_error())?;
         }
         let key = UserKey { secret };
         key.public_key().encryption_subkey_index()?;
@@ -143,7 +149,9 @@ impl UserKey {
             }
             if pkesk.match_identity(&self.secret.primary_key.public_key()) {
                 if let Ok(Ok(key)) =
-                    self.secret.primary_key.decrypt(&password, values, EskType::V3_4)
+                    self.secret
+                        .primary_key
+                        .decrypt(&password, values, EskType::V3_4)
                 {
                     return SessionKey::from_plain(key);
                 }
@@ -303,7 +311,9 @@ pub fn decrypt_with_session_key(
         decrypted = decrypted.decompress()?;
     }
     let mut out = Vec::new();
-    let read_max = u64::try_from(size_max_bytes).unwrap_or(u64::MAX).saturating_add(1);
+    let read_max = u64::try_from(size_max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
     (&mut decrypted)
         .take(read_max)
         .read_to_end(&mut out)
@@ -333,11 +343,11 @@ mod tests {
         let public = key.public_key();
         let message = b"Subject: hi\r\n\r\nhello\r\n";
         let encrypted = public.encrypt(message).expect("encrypt");
-        assert!(!encrypted
-            .bytes
-            .windows(5)
-            .any(|window| window == b"hello"));
-        assert_eq!(key.decrypt(&encrypted.bytes, 1024).expect("decrypt"), message);
+        assert!(!encrypted.bytes.windows(5).any(|window| window == b"hello"));
+        assert_eq!(
+            key.decrypt(&encrypted.bytes, 1024).expect("decrypt"),
+            message
+        );
         let recovered = key.session_key_of(&encrypted.bytes).expect("session key");
         assert_eq!(recovered.to_bytes(), encrypted.session_key.to_bytes());
         let stored = SessionKey::from_bytes(&recovered.to_bytes()).expect("parse");
@@ -361,8 +371,8 @@ mod tests {
         let key = UserKey::generate("bob@example.org").expect("generate");
         let again = UserKey::from_bytes(&key.to_bytes().expect("serialize")).expect("parse");
         assert_eq!(again.fingerprint(), key.fingerprint());
-        let public = PublicKey::from_bytes(&key.public_key().to_bytes().expect("serialize"))
-            .expect("parse");
+        let public =
+            PublicKey::from_bytes(&key.public_key().to_bytes().expect("serialize")).expect("parse");
         assert_eq!(public.fingerprint(), key.fingerprint());
         let armored = key.export_locked_armored(b"pw").expect("export");
         assert!(armored.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----"));

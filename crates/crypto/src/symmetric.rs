@@ -120,7 +120,10 @@ mod tests {
         let sealed = key.seal(b"ctx", b"hello");
         assert_eq!(sealed.len(), 5 + SEAL_OVERHEAD_BYTES);
         assert_eq!(key.open(b"ctx", &sealed).expect("opens"), b"hello");
-        assert!(matches!(key.open(b"other", &sealed), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            key.open(b"other", &sealed),
+            Err(CryptoError::Authentication)
+        ));
         assert!(SymmetricKey::generate().open(b"ctx", &sealed).is_err());
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;

@@ -100,7 +100,11 @@ fn check_new_password(password: &Secret) -> Result<()> {
     Ok(())
 }
 
-fn wrap_with(derived: &DerivedCredential, salt: &[u8], account_key: &SymmetricKey) -> CredentialWrap {
+fn wrap_with(
+    derived: &DerivedCredential,
+    salt: &[u8],
+    account_key: &SymmetricKey,
+) -> CredentialWrap {
     CredentialWrap {
         salt: salt.to_vec(),
         verifier: derived.verifier.to_vec(),
@@ -111,7 +115,11 @@ fn wrap_with(derived: &DerivedCredential, salt: &[u8], account_key: &SymmetricKe
     }
 }
 
-fn wrap_password(store: &MailStore, password: &Secret, account_key: &SymmetricKey) -> Result<CredentialWrap> {
+fn wrap_password(
+    store: &MailStore,
+    password: &Secret,
+    account_key: &SymmetricKey,
+) -> Result<CredentialWrap> {
     let salt = kdf::random_salt();
     let derived = kdf::derive(password.expose(), &salt, store.options.kdf)?;
     let mut wrap = wrap_with(&derived, &salt, account_key);
@@ -191,7 +199,10 @@ fn seal_user_key(account_key: &SymmetricKey, key: &UserKey, generation: u32) -> 
 }
 
 /// Open every key of `user` that is sealed under the current account key.
-pub(crate) fn open_user_keys(user: &UserRecord, account_key: &SymmetricKey) -> Result<Vec<UserKey>> {
+pub(crate) fn open_user_keys(
+    user: &UserRecord,
+    account_key: &SymmetricKey,
+) -> Result<Vec<UserKey>> {
     user.keys
         .iter()
         .filter(|key| key.account_key_generation == user.account_key_generation)
@@ -285,7 +296,10 @@ impl MailStore {
         let key_record = seal_user_key(&account_key, &user_key, 0)?;
 
         let mut tx = self.engine.begin_write()?;
-        if tx.get(DOMAINS, address.domain().as_str().as_bytes())?.is_none() {
+        if tx
+            .get(DOMAINS, address.domain().as_str().as_bytes())?
+            .is_none()
+        {
             return Err(StoreError::NoSuchDomain(address.domain().clone()));
         }
         let key = address.to_string();
@@ -306,7 +320,12 @@ impl MailStore {
         };
         put_record(tx.as_mut(), USERS, key.as_bytes(), &user)?;
         tx.put(USERS_BY_ID, &records::u64_key(id), key.as_bytes())?;
-        put_record(tx.as_mut(), USAGE, &records::u64_key(id), &UsageRecord::default())?;
+        put_record(
+            tx.as_mut(),
+            USAGE,
+            &records::u64_key(id),
+            &UsageRecord::default(),
+        )?;
         for (name, special_use) in DEFAULT_MAILBOXES {
             let name = MailboxName::try_from(name)?;
             create_mailbox_in(tx.as_mut(), id, &name, special_use)?;
@@ -351,7 +370,11 @@ impl MailStore {
             crate::delivery::delete_mailbox_messages(tx.as_mut(), &mailbox)?;
             tx.delete(MAILBOXES, &mailbox_key)?;
         }
-        for (key, _) in tx.scan(records::PROMOTED_KEYS, KeyRange::prefix(&id_key), SCAN_ROWS_MAX)? {
+        for (key, _) in tx.scan(
+            records::PROMOTED_KEYS,
+            KeyRange::prefix(&id_key),
+            SCAN_ROWS_MAX,
+        )? {
             tx.delete(records::PROMOTED_KEYS, &key)?;
         }
         tx.delete(USAGE, &id_key)?;
@@ -363,7 +386,10 @@ impl MailStore {
 
     pub fn public_key(&self, address: &EmailAddress) -> Result<Vec<u8>> {
         let tx = self.engine.begin_read()?;
-        Ok(user_record(tx.as_ref(), address)?.current_key()?.public_key.clone())
+        Ok(user_record(tx.as_ref(), address)?
+            .current_key()?
+            .public_key
+            .clone())
     }
 
     /// Unlock an account with its password or one of its app passwords.
@@ -387,7 +413,11 @@ impl MailStore {
         }
     }
 
-    pub fn unlock_with_recovery_code(&self, address: &EmailAddress, code: &Secret) -> Result<Unlocked> {
+    pub fn unlock_with_recovery_code(
+        &self,
+        address: &EmailAddress,
+        code: &Secret,
+    ) -> Result<Unlocked> {
         let user = {
             let tx = self.engine.begin_read()?;
             user_record(tx.as_ref(), address)?
@@ -409,10 +439,14 @@ impl MailStore {
     ) -> Result<PasswordReset> {
         check_new_password(new_password)?;
         let account_key = match authority {
-            PasswordAuthority::Current(current) => Some(self.unlock(address, current)?.account_key().clone()),
-            PasswordAuthority::RecoveryCode(code) => {
-                Some(self.unlock_with_recovery_code(address, code)?.account_key().clone())
+            PasswordAuthority::Current(current) => {
+                Some(self.unlock(address, current)?.account_key().clone())
             }
+            PasswordAuthority::RecoveryCode(code) => Some(
+                self.unlock_with_recovery_code(address, code)?
+                    .account_key()
+                    .clone(),
+            ),
             PasswordAuthority::AdminWithoutRecovery => None,
         };
         match account_key {
@@ -429,7 +463,11 @@ impl MailStore {
         }
     }
 
-    fn reset_without_recovery(&self, address: &EmailAddress, new_password: &Secret) -> Result<PasswordReset> {
+    fn reset_without_recovery(
+        &self,
+        address: &EmailAddress,
+        new_password: &Secret,
+    ) -> Result<PasswordReset> {
         let user_key = UserKey::generate(&address.to_string())?;
         let account_key = SymmetricKey::generate();
         let recovery_code = generate_recovery_code();
@@ -481,16 +519,23 @@ impl MailStore {
 
     /// Create an app password (the account password is needed: the new credential must wrap
     /// the account key). Returns the generated password, to be shown once.
-    pub fn add_app_password(&self, address: &EmailAddress, password: &Secret, name: &str) -> Result<Secret> {
+    pub fn add_app_password(
+        &self,
+        address: &EmailAddress,
+        password: &Secret,
+        name: &str,
+    ) -> Result<Secret> {
         let name = name.trim();
         if name.is_empty()
             || name.chars().count() > APP_PASSWORD_NAME_LENGTH_MAX_CHARS
             || name.chars().any(char::is_control)
         {
-            return Err(StoreError::Invalid(letterlock_types::InvalidValue::MailboxName(
-                name.to_string(),
-                "an app password name is 1 to 64 printable characters",
-            )));
+            return Err(StoreError::Invalid(
+                letterlock_types::InvalidValue::MailboxName(
+                    name.to_string(),
+                    "an app password name is 1 to 64 printable characters",
+                ),
+            ));
         }
         let unlocked = self.unlock(address, password)?;
         let app_password = generate_app_password();
@@ -555,11 +600,13 @@ impl MailStore {
         if tx.get(DOMAINS, domain.as_str().as_bytes())?.is_none() {
             return Err(StoreError::NoSuchDomain(domain));
         }
-        if tx.get(ALIASES, source_key.as_bytes())?.is_some() || tx.get(USERS, source_key.as_bytes())?.is_some() {
-            return Err(StoreError::AddressTaken(EmailAddress::try_from(
-                source_key.trim_start_matches('@'),
-            )
-            .unwrap_or_else(|_| targets[0].clone())));
+        if tx.get(ALIASES, source_key.as_bytes())?.is_some()
+            || tx.get(USERS, source_key.as_bytes())?.is_some()
+        {
+            return Err(StoreError::AddressTaken(
+                EmailAddress::try_from(source_key.trim_start_matches('@'))
+                    .unwrap_or_else(|_| targets[0].clone()),
+            ));
         }
         for target in targets {
             // Targets are local accounts; forwarding to remote addresses needs the outbound queue.
@@ -634,11 +681,18 @@ fn alias_key(source: &str) -> Result<String> {
 }
 
 fn alias_domain(key: &str) -> Result<Domain> {
-    let domain = key.rsplit_once('@').map(|(_, domain)| domain).unwrap_or(key);
+    let domain = key
+        .rsplit_once('@')
+        .map(|(_, domain)| domain)
+        .unwrap_or(key);
     Ok(Domain::try_from(domain)?)
 }
 
-fn count_in_domain(tx: &(impl ReadTransaction + ?Sized), table: letterlock_storage::Table, domain: &Domain) -> Result<usize> {
+fn count_in_domain(
+    tx: &(impl ReadTransaction + ?Sized),
+    table: letterlock_storage::Table,
+    domain: &Domain,
+) -> Result<usize> {
     let suffix = format!("@{domain}");
     Ok(tx
         .scan(table, KeyRange::all(), SCAN_ROWS_MAX)?
@@ -681,7 +735,9 @@ mod tests {
     #[test]
     fn recovery_codes_normalise_as_typed() {
         let code = generate_recovery_code();
-        let text = std::str::from_utf8(code.expose()).expect("ascii").to_string();
+        let text = std::str::from_utf8(code.expose())
+            .expect("ascii")
+            .to_string();
         assert_eq!(text.len(), 29);
         let typed = Secret::from(text.to_lowercase().replace('-', " "));
         assert_eq!(normalize_recovery_code(&typed).expose(), code.expose());

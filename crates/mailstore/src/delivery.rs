@@ -36,7 +36,13 @@ pub(crate) struct PreparedMessage {
 }
 
 /// Encrypt `message` to `user`'s current key and seal its index record. CPU work only.
-pub(crate) fn prepare(user: &UserRecord, message: &[u8], index: &IndexRecord, flags: u8, internal_date_unix: i64) -> Result<PreparedMessage> {
+pub(crate) fn prepare(
+    user: &UserRecord,
+    message: &[u8],
+    index: &IndexRecord,
+    flags: u8,
+    internal_date_unix: i64,
+) -> Result<PreparedMessage> {
     let key = user.current_key()?;
     let public_key = PublicKey::from_bytes(&key.public_key)?;
     let encrypted = public_key.encrypt(message)?;
@@ -73,15 +79,21 @@ pub(crate) fn store_prepared(
     let usage_key = records::u64_key(user.id);
     let mut usage: UsageRecord = get_record(tx, USAGE, &usage_key)?.unwrap_or_default();
     let uid = mailbox.uid_next;
-    mailbox.uid_next = uid
-        .checked_add(1)
-        .ok_or_else(|| StoreError::TooMany { what: "messages in this mailbox's UID space", limit: u32::MAX as usize })?;
+    mailbox.uid_next = uid.checked_add(1).ok_or(StoreError::TooMany {
+        what: "messages in this mailbox's UID space",
+        limit: u32::MAX as usize,
+    })?;
     mailbox.highest_modseq += 1;
     let blob_id = next_id(tx, records::COUNTER_BLOB_ID)?;
     prepared.record.blob_id = blob_id;
     prepared.record.modseq = mailbox.highest_modseq;
     tx.put(BLOBS, &records::u64_key(blob_id), &prepared.blob)?;
-    put_record(tx, MESSAGES, &records::message_key(mailbox.id, uid), &prepared.record)?;
+    put_record(
+        tx,
+        MESSAGES,
+        &records::message_key(mailbox.id, uid),
+        &prepared.record,
+    )?;
     put_record(tx, MAILBOXES, &mailbox_key, &mailbox)?;
     usage.bytes = usage.bytes.saturating_add(size);
     usage.messages = usage.messages.saturating_add(1);
@@ -114,7 +126,10 @@ pub(crate) fn delete_message(
 ) -> Result<()> {
     tx.delete(MESSAGES, &records::message_key(mailbox_id, uid))?;
     tx.delete(BLOBS, &records::u64_key(record.blob_id))?;
-    tx.delete(PROMOTED_KEYS, &records::promoted_key(user_id, record.blob_id))?;
+    tx.delete(
+        PROMOTED_KEYS,
+        &records::promoted_key(user_id, record.blob_id),
+    )?;
     let usage_key = records::u64_key(user_id);
     let mut usage: UsageRecord = get_record(tx, USAGE, &usage_key)?.unwrap_or_default();
     usage.bytes = usage.bytes.saturating_sub(record.size_bytes);
@@ -123,7 +138,11 @@ pub(crate) fn delete_message(
 }
 
 /// Refuse a message that would take an account over its quota, before anything is written.
-fn check_quota(tx: &(impl ReadTransaction + ?Sized), user: &UserRecord, size_bytes: u64) -> Result<()> {
+fn check_quota(
+    tx: &(impl ReadTransaction + ?Sized),
+    user: &UserRecord,
+    size_bytes: u64,
+) -> Result<()> {
     if user.quota_bytes == 0 {
         return Ok(());
     }
@@ -167,7 +186,9 @@ impl MailStore {
                     .iter()
                     .map(|_| {
                         Err(if temporary {
-                            StoreError::Storage(letterlock_storage::StorageError::Unavailable(text.clone()))
+                            StoreError::Storage(letterlock_storage::StorageError::Unavailable(
+                                text.clone(),
+                            ))
                         } else {
                             StoreError::Corrupted(text.clone())
                         })
@@ -177,10 +198,14 @@ impl MailStore {
         }
     }
 
-    fn deliver_batch(&self, batch: &[(&[EmailAddress], &[u8])]) -> Result<Vec<Result<DeliveryReport>>> {
+    fn deliver_batch(
+        &self,
+        batch: &[(&[EmailAddress], &[u8])],
+    ) -> Result<Vec<Result<DeliveryReport>>> {
         // Resolve and encrypt outside the write transaction: it is the slow part.
         let mut accounts: BTreeMap<EmailAddress, UserRecord> = BTreeMap::new();
-        let mut routed: Vec<Result<Vec<(EmailAddress, EmailAddress)>>> = Vec::with_capacity(batch.len());
+        let mut routed: Vec<Result<Vec<(EmailAddress, EmailAddress)>>> =
+            Vec::with_capacity(batch.len());
         {
             let tx = self.engine.begin_read()?;
             for (recipients, message) in batch {
@@ -233,7 +258,10 @@ impl MailStore {
             let delivered = delivery
                 .routes
                 .into_iter()
-                .filter_map(|(recipient, account)| uids.get(&account).map(|uid| (recipient, account.clone(), *uid)))
+                .filter_map(|(recipient, account)| {
+                    uids.get(&account)
+                        .map(|uid| (recipient, account.clone(), *uid))
+                })
                 .collect();
             results.push(Ok(DeliveryReport { delivered }));
         }

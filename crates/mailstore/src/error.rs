@@ -11,7 +11,9 @@ pub enum StoreError {
     DomainExists(Domain),
     #[error("domain {0} does not exist (add it with `letterlock domain add {0}`)")]
     NoSuchDomain(Domain),
-    #[error("domain {domain} still has {users} user(s) and {aliases} alias(es); remove them first")]
+    #[error(
+        "domain {domain} still has {users} user(s) and {aliases} alias(es); remove them first"
+    )]
     DomainInUse {
         domain: Domain,
         users: usize,
@@ -50,10 +52,15 @@ pub enum StoreError {
         quota_bytes: u64,
     },
     #[error("message of {size_bytes} bytes is over the limit of {limit_bytes} bytes")]
-    MessageTooLarge { size_bytes: usize, limit_bytes: usize },
+    MessageTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("too many {what} (limit {limit})")]
     TooMany { what: &'static str, limit: usize },
-    #[error("message cannot be read: it was encrypted to a key this account no longer holds ({0})")]
+    #[error(
+        "message cannot be read: it was encrypted to a key this account no longer holds ({0})"
+    )]
     KeyLost(String),
     #[error(transparent)]
     Storage(#[from] letterlock_storage::StorageError),

@@ -53,7 +53,10 @@ fn maildir_folder(root: &Path, mailbox: &str) -> PathBuf {
         root.to_path_buf()
     } else {
         // Maildir++ uses '.' as its separator; a '.' inside a level is escaped Dovecot-style.
-        let escaped: Vec<String> = mailbox.split('/').map(|level| level.replace('.', "%2E")).collect();
+        let escaped: Vec<String> = mailbox
+            .split('/')
+            .map(|level| level.replace('.', "%2E"))
+            .collect();
         root.join(format!(".{}", escaped.join(".")))
     }
 }
@@ -64,9 +67,12 @@ impl Unlocked {
         if dir.exists() {
             let mut entries = fs::read_dir(dir).map_err(|error| io_error(dir, error))?;
             if entries.next().is_some() {
-                return Err(StoreError::Storage(letterlock_storage::StorageError::Unavailable(
-                    format!("{} is not empty; export into a new directory", dir.display()),
-                )));
+                return Err(StoreError::Storage(
+                    letterlock_storage::StorageError::Unavailable(format!(
+                        "{} is not empty; export into a new directory",
+                        dir.display()
+                    )),
+                ));
             }
         }
         let mut summary = ExportSummary::default();
@@ -77,16 +83,18 @@ impl Unlocked {
                 fs::create_dir_all(&path).map_err(|error| io_error(&path, error))?;
             }
             summary.mailboxes += 1;
-            for (uid, flags, internal_date, blob) in self.encrypted_messages(&mailbox.name)? {
+            for message in self.encrypted_messages(&mailbox.name)? {
                 let name = format!(
-                    "{internal_date}.U{uid}V{}.letterlock:2,{}",
+                    "{}.U{}V{}.letterlock:2,{}",
+                    message.internal_date_unix,
+                    message.uid,
                     mailbox.uid_validity,
-                    maildir_flags(flags)
+                    maildir_flags(message.flags)
                 );
                 let path = folder.join("cur").join(name);
-                write_file(&path, &blob)?;
+                write_file(&path, &message.openpgp_bytes)?;
                 summary.messages += 1;
-                summary.bytes += blob.len() as u64;
+                summary.bytes += message.openpgp_bytes.len() as u64;
             }
         }
         let key_path = dir.join("secret-key.asc");
@@ -97,7 +105,8 @@ impl Unlocked {
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = fs::File::create(path).map_err(|error| io_error(path, error))?;
-    file.write_all(bytes).map_err(|error| io_error(path, error))?;
+    file.write_all(bytes)
+        .map_err(|error| io_error(path, error))?;
     file.sync_all().map_err(|error| io_error(path, error))?;
     Ok(())
 }
@@ -109,7 +118,13 @@ mod tests {
     #[test]
     fn maildir_names() {
         assert_eq!(maildir_flags(flag_bits::SEEN | flag_bits::FLAGGED), "FS");
-        assert_eq!(maildir_folder(Path::new("/x"), "INBOX"), PathBuf::from("/x"));
-        assert_eq!(maildir_folder(Path::new("/x"), "Work/v1.2"), PathBuf::from("/x/.Work.v1%2E2"));
+        assert_eq!(
+            maildir_folder(Path::new("/x"), "INBOX"),
+            PathBuf::from("/x")
+        );
+        assert_eq!(
+            maildir_folder(Path::new("/x"), "Work/v1.2"),
+            PathBuf::from("/x/.Work.v1%2E2")
+        );
     }
 }

@@ -75,7 +75,9 @@ impl IndexRecord {
             to: addresses(parsed.to()),
             cc: addresses(parsed.cc()),
             bcc: addresses(parsed.bcc()),
-            in_reply_to: parsed.header_raw("In-Reply-To").map(|raw| raw.trim().to_string()),
+            in_reply_to: parsed
+                .header_raw("In-Reply-To")
+                .map(|raw| raw.trim().to_string()),
             message_id: parsed.message_id().map(|id| format!("<{id}>")),
         };
 
@@ -87,12 +89,8 @@ impl IndexRecord {
             let content_type = part
                 .content_type()
                 .map(|ct| {
-                    format!(
-                        "{}/{}",
-                        ct.ctype(),
-                        ct.subtype().unwrap_or("octet-stream")
-                    )
-                    .to_ascii_lowercase()
+                    format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream"))
+                        .to_ascii_lowercase()
                 })
                 .unwrap_or_else(|| "text/plain".to_string());
             parts.push(PartSummary {
@@ -179,7 +177,10 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n\
         assert_eq!(index.envelope.subject.as_deref(), Some("Quarterly figures"));
         assert_eq!(index.envelope.from[0].name.as_deref(), Some("Renée"));
         assert_eq!(index.envelope.to.len(), 2);
-        assert_eq!(index.envelope.message_id.as_deref(), Some("<abc@example.org>"));
+        assert_eq!(
+            index.envelope.message_id.as_deref(),
+            Some("<abc@example.org>")
+        );
         assert!(index.terms.contains(&"zebra".to_string()));
         assert!(index.terms.contains(&"quarterly".to_string()));
         assert!(index

@@ -65,6 +65,15 @@ pub fn message_key(mailbox_id: u64, uid: u32) -> [u8; 12] {
     key
 }
 
+/// The UID in a `messages` key.
+pub fn uid_of_message_key(key: &[u8]) -> Result<u32> {
+    let bytes: [u8; 4] = key
+        .get(8..12)
+        .and_then(|slice| slice.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupted("message key".into()))?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
 /// `promoted_keys` key: user id, then blob id.
 pub fn promoted_key(user_id: u64, blob_id: u64) -> [u8; 16] {
     let mut key = [0u8; 16];

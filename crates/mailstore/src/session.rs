@@ -41,6 +41,14 @@ pub struct MessageSummary {
     pub index: Option<IndexRecord>,
 }
 
+/// One message as stored: for export.
+pub(crate) struct StoredMessage {
+    pub uid: u32,
+    pub flags: u8,
+    pub internal_date_unix: i64,
+    pub openpgp_bytes: Vec<u8>,
+}
+
 pub struct Unlocked {
     store: MailStore,
     user: UserRecord,
@@ -56,7 +64,11 @@ impl std::fmt::Debug for Unlocked {
 }
 
 impl Unlocked {
-    pub(crate) fn open(store: MailStore, user: UserRecord, account_key: SymmetricKey) -> Result<Unlocked> {
+    pub(crate) fn open(
+        store: MailStore,
+        user: UserRecord,
+        account_key: SymmetricKey,
+    ) -> Result<Unlocked> {
         let keys = open_user_keys(&user, &account_key)?;
         Ok(Unlocked {
             store,
@@ -87,7 +99,11 @@ impl Unlocked {
         &self.keys
     }
 
-    fn mailbox(&self, tx: &(impl ReadTransaction + ?Sized), name: &MailboxName) -> Result<MailboxRecord> {
+    fn mailbox(
+        &self,
+        tx: &(impl ReadTransaction + ?Sized),
+        name: &MailboxName,
+    ) -> Result<MailboxRecord> {
         get_record(tx, MAILBOXES, &records::mailbox_key(self.user.id, name))?
             .ok_or_else(|| StoreError::NoSuchMailbox(name.clone()))
     }
@@ -116,7 +132,13 @@ impl Unlocked {
     pub fn create_mailbox(&self, name: &MailboxName) -> Result<()> {
         let mut tx = self.store.engine.begin_write()?;
         let prefix = records::u64_key(self.user.id);
-        let count = tx.scan(MAILBOXES, KeyRange::prefix(&prefix), MAILBOXES_PER_USER_MAX + 1)?.len();
+        let count = tx
+            .scan(
+                MAILBOXES,
+                KeyRange::prefix(&prefix),
+                MAILBOXES_PER_USER_MAX + 1,
+            )?
+            .len();
         if count >= MAILBOXES_PER_USER_MAX {
             return Err(StoreError::TooMany {
                 what: "mailboxes",
@@ -131,14 +153,17 @@ impl Unlocked {
     /// Delete a mailbox and its messages. INBOX cannot be deleted (RFC 9051 section 6.3.4).
     pub fn delete_mailbox(&self, name: &MailboxName) -> Result<()> {
         if name.is_inbox() {
-            return Err(StoreError::MailboxProtected(name.clone(), "INBOX cannot be deleted"));
+            return Err(StoreError::MailboxProtected(
+                name.clone(),
+                "INBOX cannot be deleted",
+            ));
         }
         let mut tx = self.store.engine.begin_write()?;
         let mailbox = self.mailbox(tx.as_ref(), name)?;
         let prefix = records::u64_key(mailbox.id);
         for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
             let record: MessageRecord = records::decode("message", &value)?;
-            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            let uid = records::uid_of_message_key(&key)?;
             delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;
         }
         tx.delete(MAILBOXES, &records::mailbox_key(self.user.id, name))?;
@@ -148,7 +173,13 @@ impl Unlocked {
 
     /// Store a message the user supplies (IMAP APPEND, a copy of sent mail), encrypted like a
     /// delivery. Returns its UID after the durable commit.
-    pub fn append(&self, mailbox: &MailboxName, message: &[u8], flags: u8, internal_date_unix: i64) -> Result<u32> {
+    pub fn append(
+        &self,
+        mailbox: &MailboxName,
+        message: &[u8],
+        flags: u8,
+        internal_date_unix: i64,
+    ) -> Result<u32> {
         let size_max = self.store.options.message_size_max_bytes;
         if message.len() > size_max {
             return Err(StoreError::MessageTooLarge {
@@ -167,7 +198,13 @@ impl Unlocked {
         let (uid, blob_id) = store_prepared(tx.as_mut(), &user, mailbox, prepared)?;
         // The session key is at hand: promote it now, saving the public-key operation later.
         let promoted = records::promoted_key(self.user.id, blob_id);
-        tx.put(PROMOTED_KEYS, &promoted, &self.promoted_key_sealer.seal(&promoted, &session_key.to_bytes()))?;
+        tx.put(
+            PROMOTED_KEYS,
+            &promoted,
+            &self
+                .promoted_key_sealer
+                .seal(&promoted, &session_key.to_bytes()),
+        )?;
         tx.commit()?;
         Ok(uid)
     }
@@ -180,12 +217,16 @@ impl Unlocked {
     pub fn list_messages(&self, mailbox_name: &MailboxName) -> Result<Vec<MessageSummary>> {
         let tx = self.store.engine.begin_read()?;
         let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
-        let rows = tx.scan(MESSAGES, KeyRange::prefix(&records::u64_key(mailbox.id)), SCAN_ROWS_MAX)?;
+        let rows = tx.scan(
+            MESSAGES,
+            KeyRange::prefix(&records::u64_key(mailbox.id)),
+            SCAN_ROWS_MAX,
+        )?;
         let mut promotions = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
         for (key, value) in rows {
             let record: MessageRecord = records::decode("message", &value)?;
-            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            let uid = records::uid_of_message_key(&key)?;
             let index = match self.session_key(tx.as_ref(), &record, &mut promotions) {
                 Ok(session_key) => Some(open_index(&session_key, &record)?),
                 Err(StoreError::KeyLost(_)) => None,
@@ -214,7 +255,11 @@ impl Unlocked {
         let session_key = self.session_key(tx.as_ref(), &record, &mut promotions)?;
         drop(tx);
         self.save_promotions(promotions)?;
-        Ok(decrypt_with_session_key(&blob, &session_key, self.store.options.message_size_max_bytes)?)
+        Ok(decrypt_with_session_key(
+            &blob,
+            &session_key,
+            self.store.options.message_size_max_bytes,
+        )?)
     }
 
     /// The stored OpenPGP message, as exported.
@@ -223,10 +268,20 @@ impl Unlocked {
         Ok(self.message(tx.as_ref(), mailbox_name, uid)?.1)
     }
 
-    fn message(&self, tx: &(impl ReadTransaction + ?Sized), mailbox_name: &MailboxName, uid: u32) -> Result<(MessageRecord, Vec<u8>)> {
+    fn message(
+        &self,
+        tx: &(impl ReadTransaction + ?Sized),
+        mailbox_name: &MailboxName,
+        uid: u32,
+    ) -> Result<(MessageRecord, Vec<u8>)> {
         let mailbox = self.mailbox(tx, mailbox_name)?;
-        let no_such = || StoreError::NoSuchMessage { mailbox: mailbox_name.clone(), uid };
-        let record: MessageRecord = get_record(tx, MESSAGES, &records::message_key(mailbox.id, uid))?.ok_or_else(no_such)?;
+        let no_such = || StoreError::NoSuchMessage {
+            mailbox: mailbox_name.clone(),
+            uid,
+        };
+        let record: MessageRecord =
+            get_record(tx, MESSAGES, &records::message_key(mailbox.id, uid))?
+                .ok_or_else(no_such)?;
         let blob = tx
             .get(BLOBS, &records::u64_key(record.blob_id))?
             .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
@@ -234,16 +289,28 @@ impl Unlocked {
     }
 
     /// Replace a message's flags and keywords; returns the new MODSEQ.
-    pub fn set_flags(&self, mailbox_name: &MailboxName, uid: u32, flags: u8, keywords: &[String]) -> Result<u64> {
+    pub fn set_flags(
+        &self,
+        mailbox_name: &MailboxName,
+        uid: u32,
+        flags: u8,
+        keywords: &[String],
+    ) -> Result<u64> {
         if keywords.len() > KEYWORDS_PER_MESSAGE_MAX {
-            return Err(StoreError::TooMany { what: "keywords", limit: KEYWORDS_PER_MESSAGE_MAX });
+            return Err(StoreError::TooMany {
+                what: "keywords",
+                limit: KEYWORDS_PER_MESSAGE_MAX,
+            });
         }
         let mut tx = self.store.engine.begin_write()?;
         let mailbox_key = records::mailbox_key(self.user.id, mailbox_name);
         let mut mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let message_key = records::message_key(mailbox.id, uid);
         let mut record: MessageRecord = get_record(tx.as_ref(), MESSAGES, &message_key)?
-            .ok_or_else(|| StoreError::NoSuchMessage { mailbox: mailbox_name.clone(), uid })?;
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: mailbox_name.clone(),
+                uid,
+            })?;
         mailbox.highest_modseq += 1;
         record.flags = flags;
         record.keywords = keywords.to_vec();
@@ -260,12 +327,16 @@ impl Unlocked {
         let mailbox_key = records::mailbox_key(self.user.id, mailbox_name);
         let mut mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let mut expunged = Vec::new();
-        for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&records::u64_key(mailbox.id)), SCAN_ROWS_MAX)? {
+        for (key, value) in tx.scan(
+            MESSAGES,
+            KeyRange::prefix(&records::u64_key(mailbox.id)),
+            SCAN_ROWS_MAX,
+        )? {
             let record: MessageRecord = records::decode("message", &value)?;
             if record.flags & records::flag_bits::DELETED == 0 {
                 continue;
             }
-            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            let uid = records::uid_of_message_key(&key)?;
             delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;
             expunged.push(uid);
         }
@@ -309,7 +380,11 @@ impl Unlocked {
         }
         let mut tx = self.store.engine.begin_write()?;
         for (key, session_key) in promotions {
-            tx.put(PROMOTED_KEYS, &key, &self.promoted_key_sealer.seal(&key, &session_key.to_bytes()))?;
+            tx.put(
+                PROMOTED_KEYS,
+                &key,
+                &self.promoted_key_sealer.seal(&key, &session_key.to_bytes()),
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -325,17 +400,29 @@ impl Unlocked {
     }
 
     /// For each message of a mailbox: UID, flags, internal date and the stored OpenPGP bytes.
-    pub(crate) fn encrypted_messages(&self, mailbox_name: &MailboxName) -> Result<Vec<(u32, u8, i64, Vec<u8>)>> {
+    pub(crate) fn encrypted_messages(
+        &self,
+        mailbox_name: &MailboxName,
+    ) -> Result<Vec<StoredMessage>> {
         let tx = self.store.engine.begin_read()?;
         let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let mut out = Vec::new();
-        for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&records::u64_key(mailbox.id)), SCAN_ROWS_MAX)? {
+        for (key, value) in tx.scan(
+            MESSAGES,
+            KeyRange::prefix(&records::u64_key(mailbox.id)),
+            SCAN_ROWS_MAX,
+        )? {
             let record: MessageRecord = records::decode("message", &value)?;
-            let uid = u32::from_be_bytes(key[8..12].try_into().map_err(|_| StoreError::Corrupted("message key".into()))?);
+            let uid = records::uid_of_message_key(&key)?;
             let blob = tx
                 .get(BLOBS, &records::u64_key(record.blob_id))?
                 .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
-            out.push((uid, record.flags, record.internal_date_unix, blob));
+            out.push(StoredMessage {
+                uid,
+                flags: record.flags,
+                internal_date_unix: record.internal_date_unix,
+                openpgp_bytes: blob,
+            });
         }
         Ok(out)
     }
@@ -343,7 +430,13 @@ impl Unlocked {
     /// The promoted keys this account has, by blob id: for tests and the benchmark.
     pub fn promoted_key_count(&self) -> Result<usize> {
         let tx = self.store.engine.begin_read()?;
-        Ok(tx.scan(PROMOTED_KEYS, KeyRange::prefix(&records::u64_key(self.user.id)), SCAN_ROWS_MAX)?.len())
+        Ok(tx
+            .scan(
+                PROMOTED_KEYS,
+                KeyRange::prefix(&records::u64_key(self.user.id)),
+                SCAN_ROWS_MAX,
+            )?
+            .len())
     }
 }
 
@@ -353,4 +446,3 @@ fn open_index(session_key: &SessionKey, record: &MessageRecord) -> Result<IndexR
         .open(INDEX_CONTEXT, &record.sealed_index)?;
     records::decode("index record", &bytes)
 }
-

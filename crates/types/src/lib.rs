@@ -140,7 +140,9 @@ impl TryFrom<&str> for EmailAddress {
             return Err(invalid("misplaced '.' in the local part"));
         }
         if !local.chars().all(|c| c == '.' || atext(c)) {
-            return Err(invalid("the local part has characters outside RFC 5321 dot-atom"));
+            return Err(invalid(
+                "the local part has characters outside RFC 5321 dot-atom",
+            ));
         }
         if domain.starts_with('[') {
             return Err(invalid("address literals are not accepted"));
@@ -219,10 +221,7 @@ impl TryFrom<&str> for MailboxName {
             return Err(invalid("'*' and '%' are LIST wildcards"));
         }
         let separator = MailboxName::HIERARCHY_SEPARATOR;
-        if text.starts_with(separator)
-            || text.ends_with(separator)
-            || text.contains("//")
-        {
+        if text.starts_with(separator) || text.ends_with(separator) || text.contains("//") {
             return Err(invalid("empty hierarchy level"));
         }
         if text.eq_ignore_ascii_case("INBOX") {
@@ -331,7 +330,10 @@ mod tests {
 
     #[test]
     fn domains() {
-        assert_eq!(Domain::try_from("Example.ORG.").map(|d| d.to_string()), Ok("example.org".into()));
+        assert_eq!(
+            Domain::try_from("Example.ORG.").map(|d| d.to_string()),
+            Ok("example.org".into())
+        );
         for bad in ["", "a..b", "-a.b", "a_b.c", "exa mple.org", &"a".repeat(64)] {
             assert!(Domain::try_from(bad).is_err(), "{bad:?} accepted");
         }
@@ -362,7 +364,10 @@ mod tests {
     #[test]
     fn mailbox_names() {
         assert!(MailboxName::try_from("inbox").expect("valid").is_inbox());
-        assert_eq!(MailboxName::try_from("Work/2026").expect("valid").as_str(), "Work/2026");
+        assert_eq!(
+            MailboxName::try_from("Work/2026").expect("valid").as_str(),
+            "Work/2026"
+        );
         for bad in ["", "/a", "a/", "a//b", "a*", "a\nb"] {
             assert!(MailboxName::try_from(bad).is_err(), "{bad:?} accepted");
         }

@@ -1,0 +1,159 @@
+//! `letterlock serve`: first run in local mode, what it prints, its listeners, SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Env;
+use letterlock_types::{EmailAddress, Secret};
+
+const STARTUP_TIMEOUT_SECS: u64 = 60;
+
+/// Start `serve`, collect its output lines until a listener line for `imap` appears.
+fn start(env: &Env) -> (Child, mpsc::Receiver<String>, Vec<String>) {
+    let mut child = env
+        .command(&["serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let (sender, receiver) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
+    ] {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(STARTUP_TIMEOUT_SECS);
+    while Instant::now() < deadline {
+        if let Ok(line) = receiver.recv_timeout(Duration::from_millis(100)) {
+            let ready = line.contains("imaps") && line.contains("127.0.0.1:");
+            lines.push(line);
+            if ready {
+                return (child, receiver, lines);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve did not report its listeners: {lines:?}");
+}
+
+fn address_of(lines: &[String], service: &str) -> String {
+    lines
+        .iter()
+        .find(|line| line.split_whitespace().any(|word| word == service))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("127.0.0.1:"))
+        })
+        .unwrap_or_else(|| panic!("no {service} listener in {lines:?}"))
+        .to_string()
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) with a valid pid of our own child; no memory is involved.
+    let result = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(result, 0, "kill");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn value_after(lines: &[String], label: &str) -> String {
+    lines
+        .iter()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix(label)
+                .map(|rest| rest.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {label:?} in {lines:?}"))
+}
+
+#[test]
+fn first_run_creates_an_account_serves_and_stops_on_sigterm() {
+    let env = Env::new();
+    let (mut child, receiver, mut lines) = start(&env);
+    let password = value_after(&lines, "password:");
+    let recovery_code = value_after(&lines, "recovery code:");
+    assert!(
+        lines.iter().any(|line| line.contains("you@localhost")),
+        "{lines:?}"
+    );
+
+    // A listener answers with its protocol's own words.
+    let imap = address_of(&lines, "imap");
+    let mut stream = std::net::TcpStream::connect(&imap).expect("connect imap");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut greeting = String::new();
+    BufReader::new(&mut stream)
+        .read_line(&mut greeting)
+        .expect("greeting");
+    assert!(greeting.starts_with("* "), "{greeting:?}");
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "serve exited with {status:?}");
+    lines.extend(receiver.try_iter());
+    assert!(
+        lines.iter().any(|line| line.contains("stopped")),
+        "{lines:?}"
+    );
+
+    // The account is real: its password and recovery code unlock it, and the certificate stays.
+    let store = env.store();
+    let you = EmailAddress::try_from("you@localhost").expect("address");
+    store
+        .unlock(&you, &Secret::from(password.as_str()))
+        .expect("printed password unlocks");
+    store
+        .unlock_with_recovery_code(&you, &Secret::from(recovery_code.as_str()))
+        .expect("printed recovery code unlocks");
+    drop(store);
+    let certificate = std::fs::read(env.data.join("tls/cert.pem")).expect("certificate written");
+
+    // A second run creates no second account and reuses the certificate.
+    let (mut child, receiver, mut lines) = start(&env);
+    let status = terminate(&mut child);
+    lines.extend(receiver.try_iter());
+    assert!(status.success());
+    assert!(
+        !lines.iter().any(|line| line.contains("password:")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        std::fs::read(env.data.join("tls/cert.pem")).expect("certificate"),
+        certificate
+    );
+}
+
+#[test]
+fn a_second_serve_on_the_same_data_fails_clearly() {
+    let env = Env::new();
+    let (mut child, _receiver, _lines) = start(&env);
+    let (_, error) = env.fails(&["domain", "list"], "");
+    assert!(error.contains("is `letterlock serve` running"), "{error}");
+    terminate(&mut child);
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Programs the interop tests drive, from Debian's packages, installed only when missing.
+#   gpg (gnupg): decrypts exported mail without Letterlock.
+set -euo pipefail
+
+missing=()
+command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "installing test tools: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
