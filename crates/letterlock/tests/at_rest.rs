@@ -92,7 +92,7 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n\
     );
 }
 
-fn gpg(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+fn gpg(home: &std::path::Path, passphrase: &str, args: &[&str]) -> std::process::Output {
     Command::new("gpg")
         .arg("--homedir")
         .arg(home)
@@ -102,7 +102,7 @@ fn gpg(home: &std::path::Path, args: &[&str]) -> std::process::Output {
             "--pinentry-mode",
             "loopback",
             "--passphrase",
-            PASSWORD,
+            passphrase,
         ])
         .args(args)
         .stdin(Stdio::null())
@@ -144,13 +144,17 @@ fn gpg_decrypts_an_exported_message_to_the_exact_original_bytes() {
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     }
     let key = export.join("secret-key.asc");
-    let imported = gpg(&home, &["--import", key.to_str().expect("utf-8")]);
+    let imported = gpg(&home, PASSWORD, &["--import", key.to_str().expect("utf-8")]);
     assert!(
         imported.status.success(),
         "gpg --import: {}",
         String::from_utf8_lossy(&imported.stderr)
     );
-    let decrypted = gpg(&home, &["--decrypt", files[0].to_str().expect("utf-8")]);
+    let decrypted = gpg(
+        &home,
+        PASSWORD,
+        &["--decrypt", files[0].to_str().expect("utf-8")],
+    );
     assert!(
         decrypted.status.success(),
         "gpg --decrypt: {}",
@@ -161,34 +165,16 @@ fn gpg_decrypts_an_exported_message_to_the_exact_original_bytes() {
     // The exported key is locked: a wrong passphrase cannot import its secret parts usefully.
     let other_home = env.root.path().join("gnupg2");
     std::fs::create_dir_all(&other_home).expect("gnupg home");
-    let wrong = Command::new("gpg")
-        .arg("--homedir")
-        .arg(&other_home)
-        .args([
-            "--batch",
-            "--no-tty",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "wrong",
-        ])
-        .args(["--import", key.to_str().expect("utf-8")])
-        .output()
-        .expect("gpg");
-    let wrong_decrypt = Command::new("gpg")
-        .arg("--homedir")
-        .arg(&other_home)
-        .args([
-            "--batch",
-            "--no-tty",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "wrong",
-        ])
-        .args(["--decrypt", files[0].to_str().expect("utf-8")])
-        .output()
-        .expect("gpg");
+    let wrong = gpg(
+        &other_home,
+        "wrong",
+        &["--import", key.to_str().expect("utf-8")],
+    );
+    let wrong_decrypt = gpg(
+        &other_home,
+        "wrong",
+        &["--decrypt", files[0].to_str().expect("utf-8")],
+    );
     assert!(
         !wrong.status.success() || !wrong_decrypt.status.success(),
         "the exported key opened with a wrong passphrase"

@@ -160,10 +160,7 @@ impl Unlocked {
         }
         let mut tx = self.store.engine.begin_write()?;
         let mailbox = self.mailbox(tx.as_ref(), name)?;
-        let prefix = records::u64_key(mailbox.id);
-        for (key, value) in tx.scan(MESSAGES, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
-            let record: MessageRecord = records::decode("message", &value)?;
-            let uid = records::uid_of_message_key(&key)?;
+        for (uid, record) in message_rows(tx.as_ref(), &mailbox)? {
             delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;
         }
         tx.delete(MAILBOXES, &records::mailbox_key(self.user.id, name))?;
@@ -217,16 +214,10 @@ impl Unlocked {
     pub fn list_messages(&self, mailbox_name: &MailboxName) -> Result<Vec<MessageSummary>> {
         let tx = self.store.engine.begin_read()?;
         let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
-        let rows = tx.scan(
-            MESSAGES,
-            KeyRange::prefix(&records::u64_key(mailbox.id)),
-            SCAN_ROWS_MAX,
-        )?;
+        let rows = message_rows(tx.as_ref(), &mailbox)?;
         let mut promotions = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
-        for (key, value) in rows {
-            let record: MessageRecord = records::decode("message", &value)?;
-            let uid = records::uid_of_message_key(&key)?;
+        for (uid, record) in rows {
             let index = match self.session_key(tx.as_ref(), &record, &mut promotions) {
                 Ok(session_key) => Some(open_index(&session_key, &record)?),
                 Err(StoreError::KeyLost(_)) => None,
@@ -282,9 +273,7 @@ impl Unlocked {
         let record: MessageRecord =
             get_record(tx, MESSAGES, &records::message_key(mailbox.id, uid))?
                 .ok_or_else(no_such)?;
-        let blob = tx
-            .get(BLOBS, &records::u64_key(record.blob_id))?
-            .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
+        let blob = stored_blob(tx, &record)?;
         Ok((record, blob))
     }
 
@@ -327,16 +316,10 @@ impl Unlocked {
         let mailbox_key = records::mailbox_key(self.user.id, mailbox_name);
         let mut mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let mut expunged = Vec::new();
-        for (key, value) in tx.scan(
-            MESSAGES,
-            KeyRange::prefix(&records::u64_key(mailbox.id)),
-            SCAN_ROWS_MAX,
-        )? {
-            let record: MessageRecord = records::decode("message", &value)?;
+        for (uid, record) in message_rows(tx.as_ref(), &mailbox)? {
             if record.flags & records::flag_bits::DELETED == 0 {
                 continue;
             }
-            let uid = records::uid_of_message_key(&key)?;
             delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;
             expunged.push(uid);
         }
@@ -366,9 +349,7 @@ impl Unlocked {
             .iter()
             .find(|key| key.fingerprint() == record.key_fingerprint)
             .ok_or_else(|| StoreError::KeyLost(record.key_fingerprint.clone()))?;
-        let blob = tx
-            .get(BLOBS, &records::u64_key(record.blob_id))?
-            .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
+        let blob = stored_blob(tx, record)?;
         let session_key = key.session_key_of(&blob)?;
         promotions.push((promoted, session_key.clone()));
         Ok(session_key)
@@ -407,16 +388,8 @@ impl Unlocked {
         let tx = self.store.engine.begin_read()?;
         let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let mut out = Vec::new();
-        for (key, value) in tx.scan(
-            MESSAGES,
-            KeyRange::prefix(&records::u64_key(mailbox.id)),
-            SCAN_ROWS_MAX,
-        )? {
-            let record: MessageRecord = records::decode("message", &value)?;
-            let uid = records::uid_of_message_key(&key)?;
-            let blob = tx
-                .get(BLOBS, &records::u64_key(record.blob_id))?
-                .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))?;
+        for (uid, record) in message_rows(tx.as_ref(), &mailbox)? {
+            let blob = stored_blob(tx.as_ref(), &record)?;
             out.push(StoredMessage {
                 uid,
                 flags: record.flags,
@@ -438,6 +411,32 @@ impl Unlocked {
             )?
             .len())
     }
+}
+
+/// Every message of a mailbox, in UID order.
+fn message_rows(
+    tx: &(impl ReadTransaction + ?Sized),
+    mailbox: &MailboxRecord,
+) -> Result<Vec<(u32, MessageRecord)>> {
+    tx.scan(
+        MESSAGES,
+        KeyRange::prefix(&records::u64_key(mailbox.id)),
+        SCAN_ROWS_MAX,
+    )?
+    .into_iter()
+    .map(|(key, value)| {
+        Ok((
+            records::uid_of_message_key(&key)?,
+            records::decode("message", &value)?,
+        ))
+    })
+    .collect()
+}
+
+/// The OpenPGP bytes of a message record; a record without its blob is damage.
+fn stored_blob(tx: &(impl ReadTransaction + ?Sized), record: &MessageRecord) -> Result<Vec<u8>> {
+    tx.get(BLOBS, &records::u64_key(record.blob_id))?
+        .ok_or_else(|| StoreError::Corrupted(format!("blob {} missing", record.blob_id)))
 }
 
 fn open_index(session_key: &SessionKey, record: &MessageRecord) -> Result<IndexRecord> {
