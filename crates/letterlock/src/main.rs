@@ -615,6 +615,15 @@ mod tests {
     }
 
     #[test]
+    fn default_configuration_uses_the_crypto_crates_default_kdf() {
+        let config = Config::default_for(std::path::Path::new("data"));
+        assert_eq!(
+            store_options(&config).kdf,
+            letterlock_crypto::kdf::KdfParams::DEFAULT
+        );
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

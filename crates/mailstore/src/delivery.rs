@@ -12,7 +12,7 @@ use letterlock_types::{EmailAddress, MailboxName};
 
 use crate::accounts::{resolve_in, user_record};
 use crate::error::{Result, StoreError};
-use crate::index::IndexRecord;
+use crate::index::{IndexRecord, SearchTerms};
 use crate::records::{
     self, MailboxRecord, MessageRecord, UsageRecord, UserRecord, BLOBS, MAILBOXES, MESSAGES,
     PROMOTED_KEYS, USAGE,
@@ -21,6 +21,8 @@ use crate::{get_record, next_id, put_record, MailStore};
 
 pub(crate) const INDEX_KEY_PURPOSE: &[u8] = b"letterlock index record v1";
 pub(crate) const INDEX_CONTEXT: &[u8] = b"letterlock index record";
+pub(crate) const TERMS_KEY_PURPOSE: &[u8] = b"letterlock search terms v1";
+pub(crate) const TERMS_CONTEXT: &[u8] = b"letterlock search terms";
 
 /// Where a delivery went: for each recipient as given, the accounts and the UIDs in their INBOX.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub(crate) struct PreparedMessage {
 pub(crate) fn prepare(
     user: &UserRecord,
     message: &[u8],
-    index: &IndexRecord,
+    extracted: &(IndexRecord, SearchTerms),
     flags: u8,
     internal_date_unix: i64,
 ) -> Result<PreparedMessage> {
@@ -47,7 +49,9 @@ pub(crate) fn prepare(
     let public_key = PublicKey::from_bytes(&key.public_key)?;
     let encrypted = public_key.encrypt(message)?;
     let index_key = encrypted.session_key.derive(INDEX_KEY_PURPOSE);
-    let sealed_index = index_key.seal(INDEX_CONTEXT, &records::encode(index)?);
+    let sealed_index = index_key.seal(INDEX_CONTEXT, &records::encode(&extracted.0)?);
+    let terms_key = encrypted.session_key.derive(TERMS_KEY_PURPOSE);
+    let sealed_terms = terms_key.seal(TERMS_CONTEXT, &records::encode(&extracted.1)?);
     Ok(PreparedMessage {
         blob: encrypted.bytes,
         record: MessageRecord {
@@ -59,6 +63,7 @@ pub(crate) fn prepare(
             modseq: 0,
             key_fingerprint: key.fingerprint.clone(),
             sealed_index,
+            sealed_terms,
         },
         session_key: encrypted.session_key,
     })
@@ -216,7 +221,7 @@ impl MailStore {
         let mut prepared: Vec<Result<PreparedDelivery<'_>>> = Vec::with_capacity(batch.len());
         for ((_, message), routes) in batch.iter().zip(routed) {
             prepared.push(routes.and_then(|routes| {
-                let index = IndexRecord::extract(message);
+                let extracted = IndexRecord::extract(message);
                 let mut seen = BTreeSet::new();
                 let mut copies = Vec::new();
                 for (_, account) in &routes {
@@ -224,7 +229,7 @@ impl MailStore {
                         let user = accounts
                             .get(account)
                             .ok_or_else(|| StoreError::NoSuchUser(account.clone()))?;
-                        copies.push((user, prepare(user, message, &index, 0, now)?));
+                        copies.push((user, prepare(user, message, &extracted, 0, now)?));
                     }
                 }
                 Ok(PreparedDelivery { routes, copies })

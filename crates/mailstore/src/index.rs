@@ -2,7 +2,8 @@
 //! (envelope, a summary of the MIME structure) and the terms body search needs.
 //!
 //! Extracted once, at delivery or APPEND, from the plaintext held in memory; then sealed
-//! (see [`crate::records::MessageRecord::sealed_index`]) and never stored in the clear.
+//! (see [`crate::records::MessageRecord::sealed_index`] and `sealed_terms`) and never stored
+//! in the clear.
 //! Parsing is mail-parser's (RFC 5322, RFC 2045-2049, RFC 2047 encoded words).
 
 use std::collections::BTreeSet;
@@ -51,20 +52,27 @@ pub struct PartSummary {
     pub file_name: Option<String>,
 }
 
+/// What a listing needs: sealed on its own so that listing a mailbox does not decrypt and
+/// decode every message's search terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexRecord {
     pub envelope: Envelope,
     pub parts: Vec<PartSummary>,
-    /// Lowercased words of the headers and text parts, sorted, unique.
+}
+
+/// What search needs: lowercased words of the headers and text parts, sorted, unique.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchTerms {
     pub terms: Vec<String>,
 }
 
 impl IndexRecord {
-    /// Build the index record of a message. Never fails: a message mail-parser cannot read
-    /// gets an empty envelope and is still stored (nothing accepted is lost).
-    pub fn extract(message: &[u8]) -> IndexRecord {
+    /// Build the index record and search terms of a message. Never fails: a message
+    /// mail-parser cannot read gets an empty envelope and is still stored (nothing accepted
+    /// is lost).
+    pub fn extract(message: &[u8]) -> (IndexRecord, SearchTerms) {
         let Some(parsed) = MessageParser::default().parse(message) else {
-            return IndexRecord::default();
+            return (IndexRecord::default(), SearchTerms::default());
         };
         let envelope = Envelope {
             date: parsed.header_raw("Date").map(|raw| raw.trim().to_string()),
@@ -137,11 +145,12 @@ impl IndexRecord {
             }
         }
 
-        IndexRecord {
-            envelope,
-            parts,
-            terms: terms.into_iter().collect(),
-        }
+        (
+            IndexRecord { envelope, parts },
+            SearchTerms {
+                terms: terms.into_iter().collect(),
+            },
+        )
     }
 }
 
@@ -173,7 +182,7 @@ MIME-Version: 1.0\r\n\
 Content-Type: multipart/mixed; boundary=b\r\n\r\n\
 --b\r\nContent-Type: text/plain\r\n\r\nThe zebra figures are attached.\r\n\
 --b\r\nContent-Type: application/pdf; name=f.pdf\r\nContent-Disposition: attachment; filename=f.pdf\r\n\r\nJVBERi0=\r\n--b--\r\n";
-        let index = IndexRecord::extract(message);
+        let (index, terms) = IndexRecord::extract(message);
         assert_eq!(index.envelope.subject.as_deref(), Some("Quarterly figures"));
         assert_eq!(index.envelope.from[0].name.as_deref(), Some("Renée"));
         assert_eq!(index.envelope.to.len(), 2);
@@ -181,8 +190,8 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n\
             index.envelope.message_id.as_deref(),
             Some("<abc@example.org>")
         );
-        assert!(index.terms.contains(&"zebra".to_string()));
-        assert!(index.terms.contains(&"quarterly".to_string()));
+        assert!(terms.terms.contains(&"zebra".to_string()));
+        assert!(terms.terms.contains(&"quarterly".to_string()));
         assert!(index
             .parts
             .iter()
@@ -192,7 +201,8 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n\
 
     #[test]
     fn garbage_still_yields_a_record() {
-        let index = IndexRecord::extract(&[0xff, 0x00, 0x13]);
+        let (index, terms) = IndexRecord::extract(&[0xff, 0x00, 0x13]);
+        assert!(terms.terms.is_empty());
         assert!(index.envelope.subject.is_none());
     }
 }

@@ -5,8 +5,8 @@
 //! - every account has a random 256-bit *account key*, wrapped under the password (Argon2id),
 //!   each app password and the recovery code; the user's OpenPGP secret key is sealed under it;
 //! - delivery needs only the public key: each message is a standard OpenPGP message
-//!   (PKESK + SEIPDv1) to the user's key, and its index record (envelope, parts, search terms)
-//!   is sealed under a key derived from that message's session key;
+//!   (PKESK + SEIPDv1) to the user's key, and its index record (envelope, parts) and search terms
+//!   are sealed under a key derived from that message's session key;
 //! - reading needs an [`Unlocked`] account (keys in memory, zeroised on drop). The first read of a
 //!   message costs one public-key operation, after which its session key is kept sealed under the
 //!   account key ("promoted"), so later opens cost symmetric work only.

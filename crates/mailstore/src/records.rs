@@ -203,6 +203,8 @@ pub struct MessageRecord {
     pub key_fingerprint: String,
     /// The [`crate::index::IndexRecord`], sealed under a key derived from the session key.
     pub sealed_index: Vec<u8>,
+    /// The [`crate::index::SearchTerms`], sealed under another key derived from the session key.
+    pub sealed_terms: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

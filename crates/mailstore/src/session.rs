@@ -8,9 +8,12 @@ use letterlock_types::limits::{KEYWORDS_PER_MESSAGE_MAX, MAILBOXES_PER_USER_MAX}
 use letterlock_types::{EmailAddress, MailboxName};
 
 use crate::accounts::{create_mailbox_in, open_user_keys, user_record};
-use crate::delivery::{delete_message, prepare, store_prepared, INDEX_CONTEXT, INDEX_KEY_PURPOSE};
+use crate::delivery::{
+    delete_message, prepare, store_prepared, INDEX_CONTEXT, INDEX_KEY_PURPOSE, TERMS_CONTEXT,
+    TERMS_KEY_PURPOSE,
+};
 use crate::error::{Result, StoreError};
-use crate::index::IndexRecord;
+use crate::index::{IndexRecord, SearchTerms};
 use crate::records::{
     self, MailboxRecord, MessageRecord, SpecialUse, UserRecord, BLOBS, MAILBOXES, MESSAGES,
     PROMOTED_KEYS,
@@ -184,12 +187,12 @@ impl Unlocked {
                 limit_bytes: size_max,
             });
         }
-        let index = IndexRecord::extract(message);
+        let extracted = IndexRecord::extract(message);
         let user = {
             let tx = self.store.engine.begin_read()?;
             user_record(tx.as_ref(), &self.user.address)?
         };
-        let prepared = prepare(&user, message, &index, flags, internal_date_unix)?;
+        let prepared = prepare(&user, message, &extracted, flags, internal_date_unix)?;
         let session_key = prepared.session_key.clone();
         let mut tx = self.store.engine.begin_write()?;
         let (uid, blob_id) = store_prepared(tx.as_mut(), &user, mailbox, prepared)?;
@@ -275,6 +278,21 @@ impl Unlocked {
                 .ok_or_else(no_such)?;
         let blob = stored_blob(tx, &record)?;
         Ok((record, blob))
+    }
+
+    /// The search terms of one message (the per-user search index of the IMAP layer merges
+    /// these at unlock).
+    pub fn search_terms(&self, mailbox_name: &MailboxName, uid: u32) -> Result<SearchTerms> {
+        let tx = self.store.engine.begin_read()?;
+        let (record, _) = self.message(tx.as_ref(), mailbox_name, uid)?;
+        let mut promotions = Vec::new();
+        let session_key = self.session_key(tx.as_ref(), &record, &mut promotions)?;
+        drop(tx);
+        self.save_promotions(promotions)?;
+        let bytes = session_key
+            .derive(TERMS_KEY_PURPOSE)
+            .open(TERMS_CONTEXT, &record.sealed_terms)?;
+        records::decode("search terms", &bytes)
     }
 
     /// Replace a message's flags and keywords; returns the new MODSEQ.

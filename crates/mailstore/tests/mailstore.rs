@@ -68,7 +68,9 @@ fn delivered_mail_reads_back_exactly_after_unlock() {
     assert_eq!(listing.len(), 1);
     let index = listing[0].index.as_ref().expect("index readable");
     assert_eq!(index.envelope.subject.as_deref(), Some("hello"));
-    assert!(index.terms.contains(&"body".to_string()));
+    let terms = session.search_terms(&inbox, uid).expect("terms");
+    assert!(terms.terms.contains(&"body".to_string()));
+    assert!(terms.terms.contains(&"hello".to_string()));
     assert_eq!(listing[0].size_bytes, original.len() as u64);
 }
 

@@ -41,10 +41,11 @@ pub const ARGON2_MEMORY_KIB_MAX: u32 = 4 * 1024 * 1024;
 pub const ARGON2_ITERATIONS_MAX: u32 = 64;
 /// Lanes beyond the cores of any plausible server only add overhead.
 pub const ARGON2_PARALLELISM_MAX: u32 = 64;
-/// RFC 9106 section 4, second recommended option (64 MiB, 3 passes), at one lane; the same
-/// as the crypto crate's `KdfParams::DEFAULT`.
-pub const ARGON2_MEMORY_KIB_DEFAULT: u32 = 64 * 1024;
-pub const ARGON2_ITERATIONS_DEFAULT: u32 = 3;
+/// OWASP's Argon2id recommendation (19 MiB, 2 passes, 1 lane): about 70 ms of CPU on the
+/// 2-core reference machine. The same as the crypto crate's `KdfParams::DEFAULT` (the binary
+/// tests that they agree).
+pub const ARGON2_MEMORY_KIB_DEFAULT: u32 = 19 * 1024;
+pub const ARGON2_ITERATIONS_DEFAULT: u32 = 2;
 pub const ARGON2_PARALLELISM_DEFAULT: u32 = 1;
 
 /// Everything `letterlock serve` reads from its configuration file.

@@ -48,6 +48,10 @@ impl std::fmt::Debug for EmbeddedEngine {
     }
 }
 
+/// redb's page cache. Its default (1 GiB) made a 100,000-message benchmark peak at 1.3 GiB of
+/// RSS; the hot data of a mail store (records, promoted keys) is far smaller than the blobs.
+pub const CACHE_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 impl EmbeddedEngine {
     /// Opens the store in `dir`, creating the directory and an empty store when missing.
     ///
@@ -56,7 +60,9 @@ impl EmbeddedEngine {
     pub fn open(dir: &Path) -> Result<EmbeddedEngine> {
         create_private_dir(dir)?;
         let path = dir.join(STORE_FILE_NAME);
-        let database = Database::create(&path)
+        let database = Database::builder()
+            .set_cache_size(CACHE_SIZE_MAX_BYTES)
+            .create(&path)
             .map_err(|error| engine_error(&format!("opening {}", path.display()), error))?;
         // redb syncs the file on commit but not the directory, and a new file whose directory
         // entry is lost in a power failure would take every committed transaction with it.
