@@ -490,6 +490,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let handlers = handlers(&store);
     runtime.block_on(async move {
         let shutdown = async {
             let mut terminate =
@@ -505,12 +506,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        letterlock_server::serve(config, tls, shutdown).await
+        letterlock_server::serve(config, tls, handlers, shutdown).await
     })?;
     // The store is closed when `store` drops, after every connection has finished.
     drop(store);
     println!("letterlock: stopped");
     Ok(())
+}
+
+/// The protocol sessions that are built so far; the others answer "not available yet".
+fn handlers(_store: &MailStore) -> letterlock_server::Handlers {
+    letterlock_server::Handlers::default()
 }
 
 /// A first run with no accounts: create `localhost` and `you@localhost` so a newcomer can

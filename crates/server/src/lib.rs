@@ -14,8 +14,10 @@ pub mod config;
 pub mod connection_limit;
 pub mod listeners;
 pub mod refusal;
+pub mod session;
 pub mod tls;
 
 pub use config::{Config, ConfigError, InvalidConfig, Service, TlsMode};
 pub use listeners::{serve, ListenerInfo, ServeError, Server};
+pub use session::{Connection, Handlers, SessionFuture, SessionHandler, ShutdownSignal, Transport};
 pub use tls::{TlsError, TlsIdentity};

@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Service, TlsMode};
 use crate::connection_limit::{ConnectionLimiter, LimitExceeded};
 use crate::refusal::{self, Refusal};
+use crate::session::{Connection, Handlers, ShutdownSignal, Transport};
 
 /// A client that has not finished the TLS handshake by then is disconnected.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
@@ -98,18 +99,7 @@ struct Shared {
     tls_acceptor: TlsAcceptor,
     limiter: Arc<ConnectionLimiter>,
     refusals_in_flight: Arc<Semaphore>,
-}
-
-/// Resolves once a shutdown has been asked for. Every connection task holds one, so that it
-/// can cut its waits short.
-#[derive(Clone)]
-pub(crate) struct ShutdownSignal(watch::Receiver<bool>);
-
-impl ShutdownSignal {
-    pub(crate) async fn requested(&mut self) {
-        // An error means the sender is gone, which only happens when the server is stopping.
-        let _ = self.0.wait_for(|&requested| requested).await;
-    }
+    handlers: Handlers,
 }
 
 /// Binds every enabled service of `config`, prints one line per listener to standard output
@@ -118,9 +108,10 @@ impl ShutdownSignal {
 pub async fn serve(
     config: Config,
     tls: impl Into<Arc<ServerConfig>>,
+    handlers: Handlers,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let server = Server::bind(&config, tls.into()).await?;
+    let server = Server::bind(&config, tls.into(), handlers).await?;
     for listener in server.listeners() {
         println!("letterlock: listening {listener}");
     }
@@ -130,7 +121,11 @@ pub async fn serve(
 impl Server {
     /// Binds the listener of every enabled service and logs one line for each. Fails on the
     /// first address that cannot be bound, naming its service.
-    pub async fn bind(config: &Config, tls: Arc<ServerConfig>) -> Result<Server, ServeError> {
+    pub async fn bind(
+        config: &Config,
+        tls: Arc<ServerConfig>,
+        handlers: Handlers,
+    ) -> Result<Server, ServeError> {
         let mut listeners = Vec::new();
         for (service, address) in config.listen.enabled() {
             let listener = TcpListener::bind(address)
@@ -159,6 +154,7 @@ impl Server {
                 limits.connections_max as usize,
             ),
             refusals_in_flight: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT_MAX)),
+            handlers,
         };
         Ok(Server {
             listeners,
@@ -263,14 +259,23 @@ fn admit(
         Ok(permit) => {
             tracing::debug!("{service}: connection from {peer}");
             connections.spawn(async move {
-                respond(
-                    service,
-                    stream,
-                    &shared_for_task,
-                    Refusal::NotAvailableYet,
-                    shutdown,
-                )
-                .await;
+                match shared_for_task.handlers.for_protocol(service.protocol()) {
+                    Some(handler) => {
+                        let handler = Arc::clone(handler);
+                        start_session(service, stream, peer, &shared_for_task, handler, shutdown)
+                            .await;
+                    }
+                    None => {
+                        respond(
+                            service,
+                            stream,
+                            &shared_for_task,
+                            Refusal::NotAvailableYet,
+                            shutdown,
+                        )
+                        .await;
+                    }
+                }
                 drop(permit);
             });
         }
@@ -294,6 +299,70 @@ fn admit(
     }
 }
 
+/// The implicit-TLS handshake, bounded by [`HANDSHAKE_TIMEOUT_SECS`] and by shutdown.
+async fn handshake(
+    service: Service,
+    stream: TcpStream,
+    shared: &Shared,
+    shutdown: &mut ShutdownSignal,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let handshake = timeout(
+        Duration::from_secs(HANDSHAKE_TIMEOUT_SECS),
+        shared.tls_acceptor.accept(stream),
+    );
+    tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(tls_stream)) => Some(tls_stream),
+            Ok(Err(error)) => {
+                tracing::debug!("{service}: TLS handshake failed: {error}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("{service}: no TLS handshake within {HANDSHAKE_TIMEOUT_SECS}s");
+                None
+            }
+        },
+        () = shutdown.requested() => None,
+    }
+}
+
+/// Hands an admitted connection to its protocol's session, after the TLS handshake on an
+/// implicit-TLS service.
+async fn start_session(
+    service: Service,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    handler: Arc<dyn crate::session::SessionHandler>,
+    mut shutdown: ShutdownSignal,
+) {
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(error) => {
+            tracing::debug!("{service}: connection from {peer} lost at once: {error}");
+            return;
+        }
+    };
+    let transport = if service.tls_mode() == TlsMode::Implicit {
+        match handshake(service, stream, shared, &mut shutdown).await {
+            Some(tls_stream) => Transport::Tls(Box::new(tls_stream)),
+            None => return,
+        }
+    } else {
+        Transport::Plain(stream)
+    };
+    let connection = Connection {
+        service,
+        peer,
+        local,
+        transport,
+        tls_acceptor: shared.tls_acceptor.clone(),
+        hostname: shared.hostname.clone(),
+        shutdown,
+    };
+    handler.run(connection).await;
+}
+
 /// Does the TLS handshake first on an implicit-TLS service, then answers.
 async fn respond(
     service: Service,
@@ -307,23 +376,8 @@ async fn respond(
         refusal::refuse(stream, protocol, &shared.hostname, refusal, shutdown).await;
         return;
     }
-    let handshake = timeout(
-        Duration::from_secs(HANDSHAKE_TIMEOUT_SECS),
-        shared.tls_acceptor.accept(stream),
-    );
-    let tls_stream = tokio::select! {
-        handshake = handshake => match handshake {
-            Ok(Ok(tls_stream)) => tls_stream,
-            Ok(Err(error)) => {
-                tracing::debug!("{service}: TLS handshake failed: {error}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("{service}: no TLS handshake within {HANDSHAKE_TIMEOUT_SECS}s");
-                return;
-            }
-        },
-        () = shutdown.requested() => return,
+    let Some(tls_stream) = handshake(service, stream, shared, &mut shutdown).await else {
+        return;
     };
     refusal::refuse(tls_stream, protocol, &shared.hostname, refusal, shutdown).await;
 }

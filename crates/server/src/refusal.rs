@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 use crate::config::Protocol;
-use crate::listeners::ShutdownSignal;
+use crate::session::ShutdownSignal;
 
 /// An HTTP request head larger than this is not read further (RFC 9110 section 21.1 leaves
 /// the bound to the server; 16 KiB is more than any browser sends).

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use letterlock_server::config::ListenAddress;
-use letterlock_server::{tls, Config, ServeError, Server, Service};
+use letterlock_server::{
+    tls, Config, Connection, Handlers, ServeError, Server, Service, SessionFuture, SessionHandler,
+    Transport,
+};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -30,6 +33,10 @@ struct Running {
 
 impl Running {
     async fn start(adjust: impl FnOnce(&mut Config)) -> Running {
+        Running::start_with(adjust, Handlers::default()).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut Config), handlers: Handlers) -> Running {
         let data = tempfile::tempdir().expect("tempdir");
         let mut config = Config::default_for(data.path());
         for service in Service::ALL {
@@ -41,7 +48,7 @@ impl Running {
         adjust(&mut config);
         config.validate().expect("valid test config");
         let identity = tls::load_or_generate(&config, data.path()).expect("tls");
-        let server = Server::bind(&config, Arc::clone(&identity.server_config))
+        let server = Server::bind(&config, Arc::clone(&identity.server_config), handlers)
             .await
             .expect("bind");
         let server_addresses = server
@@ -357,7 +364,7 @@ async fn a_busy_address_is_an_error_naming_the_service_and_address() {
     config.listen.imaps = ListenAddress::At(address);
     let identity = tls::load_or_generate(&config, data.path()).expect("tls");
 
-    let error = match Server::bind(&config, identity.server_config).await {
+    let error = match Server::bind(&config, identity.server_config, Handlers::default()).await {
         Ok(_) => panic!("bound an address in use"),
         Err(error) => error,
     };
@@ -380,10 +387,67 @@ async fn serve_takes_the_tls_identity_and_returns_ok_on_shutdown() {
     config.listen.imaps = ListenAddress::At("127.0.0.1:0".parse().expect("address"));
     let identity = tls::load_or_generate(&config, data.path()).expect("tls");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(letterlock_server::serve(config, identity, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(letterlock_server::serve(
+        config,
+        identity,
+        Handlers::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = stop.send(());
     within(task).await.expect("task").expect("serve returns Ok");
+}
+
+/// A handler that says which transport and service it was given, then ends the session.
+struct Reporter;
+
+impl SessionHandler for Reporter {
+    fn run(&self, connection: Connection) -> SessionFuture {
+        Box::pin(async move {
+            let line = |transport: &str| {
+                format!(
+                    "220 {} {} {}\r\n",
+                    connection.service, transport, connection.hostname
+                )
+            };
+            match connection.transport {
+                Transport::Plain(mut stream) => {
+                    let _ = stream.write_all(line("plain").as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+                Transport::Tls(mut stream) => {
+                    let _ = stream.write_all(line("tls").as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_registered_handler_gets_the_connection_after_the_implicit_handshake() {
+    let handlers = Handlers {
+        smtp: Some(Arc::new(Reporter)),
+        ..Handlers::default()
+    };
+    let running = Running::start_with(|_| {}, handlers).await;
+    let greeting = within(greeting_then_close(running.plain(Service::Smtp).await)).await;
+    assert!(
+        greeting.starts_with("220 smtp plain localhost"),
+        "{greeting:?}"
+    );
+    let greeting = within(greeting_then_close(
+        running.tls(Service::SubmissionTls).await,
+    ))
+    .await;
+    assert!(
+        greeting.starts_with("220 submission_tls tls localhost"),
+        "{greeting:?}"
+    );
+    // Protocols without a handler still refuse politely.
+    let greeting = within(greeting_then_close(running.plain(Service::Imap).await)).await;
+    assert!(greeting.starts_with("* BYE"), "{greeting:?}");
+    running.stop().await;
 }
