@@ -330,12 +330,29 @@ impl Unlocked {
 
     /// Remove every message flagged `\Deleted`; returns their UIDs.
     pub fn expunge(&self, mailbox_name: &MailboxName) -> Result<Vec<u32>> {
+        self.expunge_where(mailbox_name, |_, record| {
+            record.flags & records::flag_bits::DELETED != 0
+        })
+    }
+
+    /// Remove the messages with these UIDs (POP3 DELE then QUIT, IMAP UID EXPUNGE);
+    /// returns the UIDs that existed and were removed.
+    pub fn expunge_uids(&self, mailbox_name: &MailboxName, uids: &[u32]) -> Result<Vec<u32>> {
+        let wanted: std::collections::BTreeSet<u32> = uids.iter().copied().collect();
+        self.expunge_where(mailbox_name, |uid, _| wanted.contains(&uid))
+    }
+
+    fn expunge_where(
+        &self,
+        mailbox_name: &MailboxName,
+        remove: impl Fn(u32, &MessageRecord) -> bool,
+    ) -> Result<Vec<u32>> {
         let mut tx = self.store.engine.begin_write()?;
         let mailbox_key = records::mailbox_key(self.user.id, mailbox_name);
         let mut mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let mut expunged = Vec::new();
         for (uid, record) in message_rows(tx.as_ref(), &mailbox)? {
-            if record.flags & records::flag_bits::DELETED == 0 {
+            if !remove(uid, &record) {
                 continue;
             }
             delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;

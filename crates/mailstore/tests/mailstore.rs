@@ -406,10 +406,26 @@ fn flags_append_expunge_and_mailboxes() {
         .expect("flags");
     assert!(modseq > before.highest_modseq);
     assert_eq!(session.expunge(&work).expect("expunge"), vec![second]);
+    let third = session
+        .append(&work, &message("three", "3"), flag_bits::DELETED, 0)
+        .expect("append");
+    // Removing by UID leaves other \Deleted messages alone.
+    assert_eq!(
+        session
+            .expunge_uids(&work, &[first, 99])
+            .expect("expunge uids"),
+        vec![first]
+    );
+    assert_eq!(session.list_messages(&work).expect("list").len(), 1);
+    assert_eq!(session.expunge(&work).expect("expunge"), vec![third]);
+    let first = session
+        .append(&work, &message("one", "1"), flag_bits::SEEN, 1_700_000_000)
+        .expect("append");
     let listing = session.list_messages(&work).expect("list");
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[0].flags, flag_bits::SEEN);
     assert_eq!(listing[0].internal_date_unix, 1_700_000_000);
+    assert_eq!(listing[0].uid, first);
     assert!(matches!(
         session.fetch(&work, second),
         Err(StoreError::NoSuchMessage { .. })
@@ -542,4 +558,11 @@ fn a_batch_commits_once_and_fails_messages_one_by_one() {
         session.fetch(&MailboxName::inbox(), 2).expect("fetch"),
         also_good
     );
+}
+
+#[test]
+fn sessions_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<letterlock_mailstore::Unlocked>();
+    assert_send_sync::<MailStore>();
 }
