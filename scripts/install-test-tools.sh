@@ -5,6 +5,10 @@ set -euo pipefail
 
 missing=()
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+#   curl: fetches over pop3s:// (and imaps://, smtp://) as a client nobody here wrote.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+#   python3: its poplib, imaplib and smtplib are the reference clients.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

@@ -490,23 +490,23 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let handlers = handlers(&store);
+    let handlers = handlers(&store, &config);
     runtime.block_on(async move {
-        let shutdown = async {
-            let mut terminate =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(signal) => signal,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        return;
-                    }
-                };
+        // Registered before the listeners are announced: a SIGTERM that arrives as soon as
+        // the operator (or a test) sees them must stop the server cleanly, not kill it.
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot handle SIGTERM")?;
+        let interrupt = tokio::signal::ctrl_c();
+        let shutdown = async move {
             tokio::select! {
                 _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt => {}
             }
         };
-        letterlock_server::serve(config, tls, handlers, shutdown).await
+        letterlock_server::serve(config, tls, handlers, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
     })?;
     // The store is closed when `store` drops, after every connection has finished.
     drop(store);
@@ -515,8 +515,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// The protocol sessions that are built so far; the others answer "not available yet".
-fn handlers(_store: &MailStore) -> letterlock_server::Handlers {
-    letterlock_server::Handlers::default()
+fn handlers(store: &MailStore, config: &Config) -> letterlock_server::Handlers {
+    letterlock_server::Handlers {
+        pop3: Some(letterlock_pop3::handler(
+            store.clone(),
+            letterlock_pop3::Pop3Settings {
+                idle_timeout_secs: config.limits.idle_timeout_secs,
+                message_size_max_bytes: config.limits.message_size_max_bytes,
+            },
+        )),
+        ..letterlock_server::Handlers::default()
+    }
 }
 
 /// A first run with no accounts: create `localhost` and `you@localhost` so a newcomer can

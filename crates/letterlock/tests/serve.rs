@@ -39,7 +39,8 @@ fn start(env: &Env) -> (Child, mpsc::Receiver<String>, Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(STARTUP_TIMEOUT_SECS);
     while Instant::now() < deadline {
         if let Ok(line) = receiver.recv_timeout(Duration::from_millis(100)) {
-            let ready = line.contains("imaps") && line.contains("127.0.0.1:");
+            // https is the last listener printed.
+            let ready = line.contains("listening https") && line.contains("127.0.0.1:");
             lines.push(line);
             if ready {
                 return (child, receiver, lines);
@@ -48,7 +49,7 @@ fn start(env: &Env) -> (Child, mpsc::Receiver<String>, Vec<String>) {
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("serve did not report its listeners: {lines:?}");
+    panic!("serve did not report all its listeners: {lines:?}");
 }
 
 fn address_of(lines: &[String], service: &str) -> String {
@@ -113,6 +114,38 @@ fn first_run_creates_an_account_serves_and_stops_on_sigterm() {
         .read_line(&mut greeting)
         .expect("greeting");
     assert!(greeting.starts_with("* "), "{greeting:?}");
+    // POP3 is served: the printed account logs in over STLS with a client nobody here wrote.
+    let pop3_port = address_of(&lines, "pop3")
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    let certificate = env.data.join("tls/cert.pem");
+    let script = r#"
+import poplib, ssl, sys
+client = poplib.POP3("localhost", int(sys.argv[1]), timeout=20)
+client.stls(context=ssl.create_default_context(cafile=sys.argv[2]))
+client.user("you@localhost")
+client.pass_(sys.argv[3])
+print(client.stat())
+client.quit()
+"#;
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &pop3_port,
+            certificate.to_str().expect("utf-8"),
+            &password,
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "poplib: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "(0, 0)");
 
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status:?}");
