@@ -16,6 +16,8 @@ use letterlock_server::config::Config;
 use letterlock_storage::embedded::EmbeddedEngine;
 use letterlock_types::{Domain, EmailAddress, Secret};
 
+mod handoff;
+
 /// How long a command waits for the store while another process holds it
 /// (a concurrent `letterlock deliver`, say) before it gives up.
 const STORE_LOCK_WAIT_MS: u64 = 10_000;
@@ -173,6 +175,14 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn exit_status(error: &anyhow::Error) -> u8 {
+    if let Some(refused) = error.downcast_ref::<handoff::Refused>() {
+        return match refused.kind.as_str() {
+            "nouser" => EX_NOUSER,
+            "toolarge" => EX_DATAERR,
+            "temporary" => EX_TEMPFAIL,
+            _ => 1,
+        };
+    }
     match error.downcast_ref::<StoreError>() {
         Some(StoreError::UnknownRecipient(_) | StoreError::NoSuchUser(_)) => EX_NOUSER,
         Some(StoreError::MessageTooLarge { .. }) => EX_DATAERR,
@@ -460,16 +470,42 @@ fn deliver(config: &Config, recipients: &[String]) -> anyhow::Result<()> {
         }
         .into());
     }
+    // While `serve` runs it holds the store: hand the message to it.
+    if handoff::socket_path(&config.data_dir).exists() {
+        match handoff::deliver_via_server(&config.data_dir, &recipients, &message) {
+            Ok(lines) => {
+                for line in lines {
+                    let words: Vec<&str> = line.split(' ').collect();
+                    if let ["delivered", recipient, account, uid] = words.as_slice() {
+                        print_delivered(recipient, account, uid);
+                    }
+                }
+                return Ok(());
+            }
+            // A refusal is the answer; anything else means no server is listening (a stale
+            // socket after a crash): deliver directly.
+            Err(error) if error.downcast_ref::<handoff::Refused>().is_some() => return Err(error),
+            Err(_) => {}
+        }
+    }
     let store = open_store(config)?;
     let report = store.deliver(&recipients, &message)?;
     for (recipient, account, uid) in report.delivered {
-        if recipient == account {
-            println!("delivered to {account} (INBOX, UID {uid})");
-        } else {
-            println!("delivered to {account} for {recipient} (INBOX, UID {uid})");
-        }
+        print_delivered(
+            &recipient.to_string(),
+            &account.to_string(),
+            &uid.to_string(),
+        );
     }
     Ok(())
+}
+
+fn print_delivered(recipient: &str, account: &str, uid: &str) {
+    if recipient == account {
+        println!("delivered to {account} (INBOX, UID {uid})");
+    } else {
+        println!("delivered to {account} for {recipient} (INBOX, UID {uid})");
+    }
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -491,7 +527,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let handlers = handlers(&store, &config);
+    let handoff_store = store.clone();
+    let data_dir = config.data_dir.clone();
+    let message_size_max_bytes = config.limits.message_size_max_bytes;
     runtime.block_on(async move {
+        let handoff_listener = handoff::bind(&data_dir)?;
+        let handoff_task = tokio::spawn(handoff::serve(
+            handoff_listener,
+            handoff_store,
+            message_size_max_bytes,
+        ));
         // Registered before the listeners are announced: a SIGTERM that arrives as soon as
         // the operator (or a test) sees them must stop the server cleanly, not kill it.
         let mut terminate =
@@ -504,9 +549,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 _ = interrupt => {}
             }
         };
-        letterlock_server::serve(config, tls, handlers, shutdown)
+        let served = letterlock_server::serve(config, tls, handlers, shutdown)
             .await
-            .map_err(anyhow::Error::from)
+            .map_err(anyhow::Error::from);
+        handoff_task.abort();
+        let _ = std::fs::remove_file(handoff::socket_path(&data_dir));
+        served
     })?;
     // The store is closed when `store` drops, after every connection has finished.
     drop(store);

@@ -147,9 +147,22 @@ client.quit()
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "(0, 0)");
 
+    // Local delivery while serve holds the store goes through the server.
+    let delivered = env.ok(
+        &["deliver", "you@localhost"],
+        "Subject: handed off\r\n\r\nbody\r\n",
+    );
+    assert_eq!(delivered, "delivered to you@localhost (INBOX, UID 1)\n");
+    let (code, error) = env.fails(&["deliver", "nobody@localhost"], "Subject: x\r\n\r\ny\r\n");
+    assert_eq!(code, 67, "EX_NOUSER through the hand-off: {error}");
+
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status:?}");
     lines.extend(receiver.try_iter());
+    assert!(
+        !env.data.join("deliver.sock").exists(),
+        "hand-off socket left behind"
+    );
     assert!(
         lines.iter().any(|line| line.contains("stopped")),
         "{lines:?}"
