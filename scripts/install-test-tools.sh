@@ -9,6 +9,8 @@ command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 #   python3: its poplib, imaplib and smtplib are the reference clients.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+#   fetchmail: drains a maildrop over POP3S.
+command -v fetchmail >/dev/null 2>&1 || missing+=(fetchmail)
 
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

@@ -532,3 +532,80 @@ fn curl(url: &str, certificate: &Path) -> std::process::Output {
         .output()
         .expect("curl is installed (scripts/install-test-tools.sh)")
 }
+
+/// fetchmail (Debian's) drains the maildrop over POP3S, verifying the certificate, and hands
+/// each message to an MDA; the maildrop is empty afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetchmail_drains_the_maildrop() {
+    let running = Running::start().await;
+    running.deliver(&message("fetch-one"));
+    running.deliver(&message("fetch-two"));
+    let dir = running._dir.path().to_path_buf();
+    let out_dir = dir.join("fetched");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    // The MDA: one file per message, numbered in arrival order.
+    let mda = dir.join("mda.sh");
+    let script = format!(
+        "#!/bin/sh\nn=$(ls '{out}' | wc -l)\ncat > '{out}/'$n\n",
+        out = out_dir.display()
+    );
+    std::fs::write(&mda, script).expect("mda");
+    let rc = dir.join("fetchmailrc");
+    let lines = [
+        "set no syslog".to_string(),
+        "set invisible".to_string(),
+        format!(
+            "poll localhost with protocol POP3 port {}",
+            running.pop3s.port()
+        ),
+        format!("  user \"alice@example.org\" there with password \"{PASSWORD}\" is root here"),
+        format!(
+            "  ssl sslcertck sslcertfile \"{}\"",
+            running.certificate.display()
+        ),
+        "  no keep".to_string(),
+        format!("  mda \"/bin/sh {}\"", mda.display()),
+    ];
+    std::fs::write(&rc, lines.join("\n") + "\n").expect("rc");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let home = dir.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Process::new("fetchmail")
+            .arg("-f")
+            .arg(&rc)
+            .args(["--nodetach", "--nosyslog"])
+            .env("HOME", &home)
+            .env("FETCHMAILHOME", &home)
+            .output()
+            .expect("fetchmail is installed (scripts/install-test-tools.sh)")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "fetchmail failed ({:?}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // fetchmail hands the MDA each message with LF line endings; the bytes are otherwise exact.
+    for (number, subject) in ["fetch-one", "fetch-two"].iter().enumerate() {
+        let fetched = std::fs::read(out_dir.join(number.to_string())).expect("fetched message");
+        let expected = String::from_utf8(message(subject))
+            .expect("utf-8")
+            .replace("\r\n", "\n");
+        assert_eq!(
+            String::from_utf8_lossy(&fetched).replace("\r\n", "\n"),
+            expected
+        );
+    }
+    assert_eq!(
+        running.inbox_count(),
+        0,
+        "fetchmail did not drain the maildrop"
+    );
+}
