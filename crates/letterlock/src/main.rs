@@ -3,20 +3,23 @@
 //! This is the only place `anyhow` is used: library crates return typed errors, and here they
 //! become a one-line reason on standard error and a non-zero exit status.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use clap::{Args, Parser, Subcommand};
-use letterlock_mailstore::{MailStore, PasswordAuthority, PasswordReset, StoreError, StoreOptions};
+use clap::{Parser, Subcommand};
+use letterlock_mailstore::{MailStore, StoreError, StoreOptions};
 use letterlock_server::config::Config;
 use letterlock_storage::embedded::EmbeddedEngine;
-use letterlock_types::{Domain, EmailAddress, Secret};
+use letterlock_types::Secret;
 
+mod admin;
 mod handoff;
+
+use admin::{AliasCommand, DomainCommand, UserCommand};
 
 /// How long a command waits for the store while another process holds it
 /// (a concurrent `letterlock deliver`, say) before it gives up.
@@ -72,85 +75,6 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum DomainCommand {
-    Add { domain: String },
-    List,
-    Remove { domain: String },
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Create an account. Reads the password (one line) from standard input, or prompts.
-    Add {
-        address: String,
-        /// Quota in bytes (suffixes K, M, G accepted); 0 means none.
-        #[arg(long, default_value = "0")]
-        quota: String,
-        /// Use this OpenPGP secret key (armoured or binary) instead of generating one.
-        /// A locked key must be locked with the account password.
-        #[arg(long)]
-        import_key: Option<PathBuf>,
-    },
-    List {
-        domain: Option<String>,
-    },
-    /// Set a new password (read from standard input, or prompted).
-    Passwd(PasswdArgs),
-    /// Remove an account and all its mail.
-    Remove {
-        address: String,
-        /// Confirm that the account's mail is deleted.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// App passwords: one per client, each able to unlock the account.
-    #[command(subcommand, name = "app-password")]
-    AppPassword(AppPasswordCommand),
-}
-
-#[derive(Args)]
-struct PasswdArgs {
-    address: String,
-    /// Keep the account's keys by proving the recovery code (read from standard input after
-    /// the new password, or prompted). Without it, the account gets a new key and old mail
-    /// can no longer be read.
-    #[arg(long, conflicts_with = "current")]
-    recovery_code: bool,
-    /// Keep the account's keys by proving the current password (read before the new one).
-    #[arg(long)]
-    current: bool,
-}
-
-#[derive(Subcommand)]
-enum AppPasswordCommand {
-    /// Create an app password. Reads the account password from standard input, or prompts.
-    Add {
-        address: String,
-        name: String,
-    },
-    List {
-        address: String,
-    },
-    Remove {
-        address: String,
-        name: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum AliasCommand {
-    Add {
-        source: String,
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
-    List,
-    Remove {
-        source: String,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -175,6 +99,9 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn exit_status(error: &anyhow::Error) -> u8 {
+    if let Some(failure) = error.downcast_ref::<handoff::RemoteFailure>() {
+        return failure.status;
+    }
     if let Some(refused) = error.downcast_ref::<handoff::Refused>() {
         return match refused.kind.as_str() {
             "nouser" => EX_NOUSER,
@@ -199,28 +126,119 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config_path(&cli).display()
         );
     }
-    let mut input = Input::new();
     match cli.command {
         Command::Serve => serve(config),
-        Command::Domain(command) => domain(&open_store(&config)?, command),
-        Command::User(command) => user(&open_store(&config)?, command, &mut input),
-        Command::Alias(command) => alias(&open_store(&config)?, command),
         Command::Deliver { recipients } => deliver(&config, &recipients),
-        Command::Export { address, out } => {
-            let store = open_store(&config)?;
-            let address = parse_address(&address)?;
-            let password = input.secret("Password: ")?;
-            let unlocked = store.unlock(&address, &password)?;
-            let summary = unlocked.export_maildir(&out, password.expose())?;
-            println!(
-                "exported {} message(s) in {} mailbox(es) to {}; the secret key is {}",
-                summary.messages,
-                summary.mailboxes,
-                out.display(),
-                out.join("secret-key.asc").display()
-            );
-            Ok(())
+        command => {
+            let mut console = admin::Console::new();
+            match open_store_or_server(&config)? {
+                StoreAccess::Local(store) => {
+                    run_admin(&store, command, &mut console, &mut std::io::stdout().lock())
+                }
+                StoreAccess::Server => handoff::admin_via_server(
+                    &config.data_dir,
+                    &forwarded_arguments()?,
+                    &mut console,
+                ),
+            }
         }
+    }
+}
+
+/// Run an administration command on a store this process holds, or (inside `serve`) on
+/// behalf of a `letterlock` process that could not open it.
+fn run_admin(
+    store: &MailStore,
+    command: Command,
+    input: &mut dyn admin::Prompter,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Domain(command) => admin::domain(store, command, out),
+        Command::User(command) => admin::user(store, command, input, out),
+        Command::Alias(command) => admin::alias(store, command, out),
+        Command::Export { address, out: dir } => admin::export(store, &address, &dir, input, out),
+        Command::Serve | Command::Deliver { .. } => {
+            bail!("only domain, user, alias and export commands can run inside the server")
+        }
+    }
+}
+
+/// Inside `serve`: parse and run a command another `letterlock` process forwarded.
+fn forwarded_command(
+    store: &MailStore,
+    arguments: Vec<String>,
+    input: &mut dyn admin::Prompter,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let cli = Cli::try_parse_from(std::iter::once("letterlock".to_string()).chain(arguments))
+        .map_err(|error| {
+            anyhow!(
+                "{}",
+                error
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid command")
+            )
+        })?;
+    run_admin(store, cli.command, input, out)
+}
+
+/// This process's arguments for the running server: the subcommand and its arguments, with
+/// file paths made absolute (the server does not share our working directory) and the global
+/// options dropped (the server has its own data directory).
+fn forwarded_arguments() -> anyhow::Result<Vec<String>> {
+    let mut forwarded = Vec::new();
+    let mut arguments = std::env::args().skip(1);
+    let absolute = |path: &str| -> anyhow::Result<String> {
+        let path = std::path::Path::new(path);
+        let absolute = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(path)
+        };
+        Ok(absolute.display().to_string())
+    };
+    while let Some(argument) = arguments.next() {
+        match argument.as_str() {
+            "--data" | "--config" => {
+                arguments.next();
+            }
+            "--out" | "--import-key" => {
+                forwarded.push(argument);
+                if let Some(path) = arguments.next() {
+                    forwarded.push(absolute(&path)?);
+                }
+            }
+            _ if argument.starts_with("--data=") || argument.starts_with("--config=") => {}
+            _ => match argument.split_once('=') {
+                Some((flag @ ("--out" | "--import-key"), path)) => {
+                    forwarded.push(format!("{flag}={}", absolute(path)?));
+                }
+                _ => forwarded.push(argument),
+            },
+        }
+    }
+    Ok(forwarded)
+}
+
+enum StoreAccess {
+    Local(MailStore),
+    /// A running `serve` holds the store and takes commands on its socket.
+    Server,
+}
+
+fn open_store_or_server(config: &Config) -> anyhow::Result<StoreAccess> {
+    match EmbeddedEngine::open(&config.data_dir) {
+        Ok(engine) => Ok(StoreAccess::Local(MailStore::new(
+            Arc::new(engine),
+            store_options(config),
+        ))),
+        Err(error) if error.is_temporary() && handoff::server_is_listening(&config.data_dir) => {
+            Ok(StoreAccess::Server)
+        }
+        Err(_) => Ok(StoreAccess::Local(open_store(config)?)),
     }
 }
 
@@ -265,196 +283,10 @@ fn open_store(config: &Config) -> anyhow::Result<MailStore> {
     }
 }
 
-fn parse_address(text: &str) -> anyhow::Result<EmailAddress> {
-    Ok(EmailAddress::try_from(text)?)
-}
-
-fn parse_domain(text: &str) -> anyhow::Result<Domain> {
-    Ok(Domain::try_from(text)?)
-}
-
-fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let text = text.trim();
-    let (digits, multiplier) = match text.char_indices().last() {
-        Some((index, 'K' | 'k')) => (&text[..index], 1024),
-        Some((index, 'M' | 'm')) => (&text[..index], 1024 * 1024),
-        Some((index, 'G' | 'g')) => (&text[..index], 1024 * 1024 * 1024),
-        _ => (text, 1),
-    };
-    let value: u64 = digits.parse().map_err(|_| {
-        anyhow!("invalid size {text:?}: expected a number of bytes, optionally with K, M or G")
-    })?;
-    value
-        .checked_mul(multiplier)
-        .ok_or_else(|| anyhow!("size {text:?} is too large"))
-}
-
-fn domain(store: &MailStore, command: DomainCommand) -> anyhow::Result<()> {
-    match command {
-        DomainCommand::Add { domain } => {
-            let domain = parse_domain(&domain)?;
-            store.add_domain(&domain)?;
-            println!("added domain {domain}");
-        }
-        DomainCommand::List => {
-            for domain in store.list_domains()? {
-                println!("{domain}");
-            }
-        }
-        DomainCommand::Remove { domain } => {
-            let domain = parse_domain(&domain)?;
-            store.remove_domain(&domain)?;
-            println!("removed domain {domain}");
-        }
-    }
-    Ok(())
-}
-
-fn user(store: &MailStore, command: UserCommand, input: &mut Input) -> anyhow::Result<()> {
-    match command {
-        UserCommand::Add {
-            address,
-            quota,
-            import_key,
-        } => {
-            let address = parse_address(&address)?;
-            let quota = parse_size(&quota)?;
-            let key = match &import_key {
-                Some(path) => Some(
-                    std::fs::read(path)
-                        .with_context(|| format!("cannot read key file {}", path.display()))?,
-                ),
-                None => None,
-            };
-            let password = input.new_secret("Password for the new account: ")?;
-            let created = store.add_user(&address, &password, quota, key.as_deref())?;
-            println!("added user {address}");
-            println!("OpenPGP key: {}", created.fingerprint);
-            print_recovery_code(&created.recovery_code);
-        }
-        UserCommand::List { domain } => {
-            let domain = domain.as_deref().map(parse_domain).transpose()?;
-            for user in store.list_users(domain.as_ref())? {
-                let quota = if user.quota_bytes == 0 {
-                    "none".to_string()
-                } else {
-                    user.quota_bytes.to_string()
-                };
-                println!(
-                    "{}\tkey {}\t{} message(s)\t{} bytes\tquota {}\tapp passwords {}",
-                    user.address,
-                    user.fingerprint,
-                    user.messages,
-                    user.used_bytes,
-                    quota,
-                    user.app_passwords.len()
-                );
-            }
-        }
-        UserCommand::Passwd(args) => {
-            let address = parse_address(&args.address)?;
-            // Fail on an unknown user before asking for anything.
-            store.public_key(&address)?;
-            let current = if args.current {
-                Some(input.secret("Current password: ")?)
-            } else {
-                None
-            };
-            let new_password = input.new_secret("New password: ")?;
-            let code = if args.recovery_code {
-                Some(input.secret("Recovery code: ")?)
-            } else {
-                None
-            };
-            let authority = match (&current, &code) {
-                (Some(current), _) => PasswordAuthority::Current(current),
-                (None, Some(code)) => PasswordAuthority::RecoveryCode(code),
-                (None, None) => PasswordAuthority::AdminWithoutRecovery,
-            };
-            match store.set_password(&address, &new_password, authority)? {
-                PasswordReset::KeptKeys => {
-                    println!("password of {address} changed; all mail stays readable");
-                }
-                PasswordReset::NewKeys {
-                    recovery_code,
-                    fingerprint,
-                    unreadable_messages,
-                } => {
-                    println!("password of {address} reset WITHOUT the recovery code.");
-                    println!(
-                        "WARNING: the {unreadable_messages} message(s) stored before now are encrypted to the old key and can no longer be read."
-                    );
-                    println!("App passwords were removed. New OpenPGP key: {fingerprint}");
-                    print_recovery_code(&recovery_code);
-                }
-            }
-        }
-        UserCommand::Remove { address, yes } => {
-            let address = parse_address(&address)?;
-            if !yes {
-                bail!("removing {address} deletes all its mail; run again with --yes to confirm");
-            }
-            store.remove_user(&address)?;
-            println!("removed user {address} and all its mail");
-        }
-        UserCommand::AppPassword(command) => match command {
-            AppPasswordCommand::Add { address, name } => {
-                let address = parse_address(&address)?;
-                store.public_key(&address)?;
-                let password = input.secret("Account password: ")?;
-                let app_password = store.add_app_password(&address, &password, &name)?;
-                println!("app password {name:?} for {address} (shown once):");
-                println!("{}", String::from_utf8_lossy(app_password.expose()));
-            }
-            AppPasswordCommand::List { address } => {
-                let address = parse_address(&address)?;
-                for (name, created_unix) in store.list_app_passwords(&address)? {
-                    println!("{name}\tcreated {created_unix}");
-                }
-            }
-            AppPasswordCommand::Remove { address, name } => {
-                let address = parse_address(&address)?;
-                store.remove_app_password(&address, &name)?;
-                println!("removed app password {name:?} of {address}");
-            }
-        },
-    }
-    Ok(())
-}
-
-fn print_recovery_code(code: &Secret) {
-    println!("Recovery code (shown once; store it offline, it is the only way to read old mail after a password reset):");
-    println!("{}", String::from_utf8_lossy(code.expose()));
-}
-
-fn alias(store: &MailStore, command: AliasCommand) -> anyhow::Result<()> {
-    match command {
-        AliasCommand::Add { source, targets } => {
-            let targets = targets
-                .iter()
-                .map(|target| parse_address(target))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            store.add_alias(&source, &targets)?;
-            println!("added alias {source}");
-        }
-        AliasCommand::List => {
-            for (source, targets) in store.list_aliases()? {
-                let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
-                println!("{source}\t{}", targets.join(", "));
-            }
-        }
-        AliasCommand::Remove { source } => {
-            store.remove_alias(&source)?;
-            println!("removed alias {source}");
-        }
-    }
-    Ok(())
-}
-
 fn deliver(config: &Config, recipients: &[String]) -> anyhow::Result<()> {
     let recipients = recipients
         .iter()
-        .map(|recipient| parse_address(recipient))
+        .map(|recipient| admin::parse_address(recipient))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let limit = config.limits.message_size_max_bytes;
     let mut message = Vec::new();
@@ -509,6 +341,12 @@ fn print_delivered(recipient: &str, account: &str, uid: &str) {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    if handoff::server_is_listening(&config.data_dir) {
+        bail!(
+            "another `letterlock serve` is already running on {}",
+            config.data_dir.display()
+        );
+    }
     let store = open_store(&config)?;
     bootstrap_local_mode(&store)?;
     let tls = letterlock_server::tls::load_or_generate(&config, &config.data_dir)?;
@@ -532,10 +370,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let message_size_max_bytes = config.limits.message_size_max_bytes;
     runtime.block_on(async move {
         let handoff_listener = handoff::bind(&data_dir)?;
+        let admin_store = handoff_store.clone();
+        let admin: handoff::AdminRunner = Arc::new(move |arguments, input, out| {
+            forwarded_command(&admin_store, arguments, input, out)
+                .map_err(|error| (exit_status(&error), one_line(&error)))
+        });
         let handoff_task = tokio::spawn(handoff::serve(
             handoff_listener,
             handoff_store,
             message_size_max_bytes,
+            admin,
         ));
         // Registered before the listeners are announced: a SIGTERM that arrives as soon as
         // the operator (or a test) sees them must stop the server cleanly, not kill it.
@@ -582,11 +426,11 @@ fn bootstrap_local_mode(store: &MailStore) -> anyhow::Result<()> {
     if !store.list_users(None)?.is_empty() {
         return Ok(());
     }
-    let domain = parse_domain("localhost")?;
+    let domain = admin::parse_domain("localhost")?;
     if !store.has_domain(&domain)? {
         store.add_domain(&domain)?;
     }
-    let address = parse_address("you@localhost")?;
+    let address = admin::parse_address("you@localhost")?;
     let password = random_password();
     let created = store.add_user(&address, &password, 0, None)?;
     println!("letterlock: first run: created the account you@localhost");
@@ -615,66 +459,17 @@ fn random_password() -> Secret {
     )
 }
 
-/// Secrets come from standard input, one per line, when it is not a terminal (scripts, tests);
-/// otherwise from a prompt that does not echo.
-struct Input {
-    lines: Option<std::io::StdinLock<'static>>,
-}
-
-impl Input {
-    fn new() -> Input {
-        Input { lines: None }
-    }
-
-    fn secret(&mut self, prompt: &str) -> anyhow::Result<Secret> {
-        if std::io::stdin().is_terminal() {
-            let text =
-                rpassword::prompt_password(prompt).context("cannot read from the terminal")?;
-            return Ok(Secret::from(text));
-        }
-        let lines = self.lines.get_or_insert_with(|| std::io::stdin().lock());
-        let mut line = String::new();
-        let read = lines
-            .by_ref()
-            .take(letterlock_types::limits::PASSWORD_LENGTH_MAX_BYTES as u64 + 2)
-            .read_line(&mut line)
-            .context("cannot read standard input")?;
-        if read == 0 {
-            bail!(
-                "expected a line on standard input for {:?}",
-                prompt.trim_end_matches([':', ' '])
-            );
-        }
-        let trimmed = line.trim_end_matches(['\n', '\r']).to_string();
-        zeroize::Zeroize::zeroize(&mut line);
-        Ok(Secret::from(trimmed))
-    }
-
-    /// A new secret: on a terminal, asked twice.
-    fn new_secret(&mut self, prompt: &str) -> anyhow::Result<Secret> {
-        let first = self.secret(prompt)?;
-        if std::io::stdin().is_terminal() {
-            let second = self.secret("Again: ")?;
-            if first != second {
-                bail!("the two entries differ");
-            }
-        }
-        let _ = std::io::stdout().flush();
-        Ok(first)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("0").ok(), Some(0));
-        assert_eq!(parse_size("10M").ok(), Some(10 * 1024 * 1024));
-        assert_eq!(parse_size("2g").ok(), Some(2 * 1024 * 1024 * 1024));
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(admin::parse_size("0").ok(), Some(0));
+        assert_eq!(admin::parse_size("10M").ok(), Some(10 * 1024 * 1024));
+        assert_eq!(admin::parse_size("2g").ok(), Some(2 * 1024 * 1024 * 1024));
+        assert!(admin::parse_size("ten").is_err());
+        assert!(admin::parse_size("99999999999999G").is_err());
     }
 
     #[test]

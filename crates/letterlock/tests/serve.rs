@@ -156,6 +156,31 @@ client.quit()
     let (code, error) = env.fails(&["deliver", "nobody@localhost"], "Subject: x\r\n\r\ny\r\n");
     assert_eq!(code, 67, "EX_NOUSER through the hand-off: {error}");
 
+    // Administration while serve holds the store runs inside the server, prompts relayed.
+    let added = env.ok(&["user", "add", "second@localhost"], "second password\n");
+    assert!(added.contains("added user second@localhost"), "{added}");
+    assert!(added.contains("Recovery code"), "{added}");
+    assert!(env.ok(&["user", "list"], "").contains("second@localhost\t"));
+    let (_, error) = env.fails(&["user", "add", "second@localhost"], "second password\n");
+    assert!(error.contains("already exists"), "{error}");
+    let (_, error) = env.fails(&["user", "add", "third@localhost"], "");
+    assert!(
+        error.contains("expected a line on standard input"),
+        "{error}"
+    );
+    let export_dir = env.root.path().join("while-serving");
+    let exported = env.ok(
+        &[
+            "export",
+            "you@localhost",
+            "--out",
+            export_dir.to_str().expect("utf-8"),
+        ],
+        &format!("{password}\n"),
+    );
+    assert!(exported.contains("exported 1 message(s)"), "{exported}");
+    assert!(export_dir.join("secret-key.asc").exists());
+
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status:?}");
     lines.extend(receiver.try_iter());
@@ -196,10 +221,11 @@ client.quit()
 }
 
 #[test]
-fn a_second_serve_on_the_same_data_fails_clearly() {
+fn a_second_serve_on_the_same_data_fails_clearly_and_admin_goes_through_the_first() {
     let env = Env::new();
     let (mut child, _receiver, _lines) = start(&env);
-    let (_, error) = env.fails(&["domain", "list"], "");
-    assert!(error.contains("is `letterlock serve` running"), "{error}");
+    let (_, error) = env.fails(&["serve"], "");
+    assert!(error.contains("already running"), "{error}");
+    assert_eq!(env.ok(&["domain", "list"], ""), "localhost\n");
     terminate(&mut child);
 }
