@@ -11,6 +11,11 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 #   fetchmail: drains a maildrop over POP3S.
 command -v fetchmail >/dev/null 2>&1 || missing+=(fetchmail)
+#   swaks: an SMTP client for MX and submission; its TLS and AUTH need these Perl modules.
+command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || missing+=(libnet-ssleay-perl)
+perl -MIO::Socket::SSL -e1 >/dev/null 2>&1 || missing+=(libio-socket-ssl-perl)
+perl -MAuthen::SASL -e1 >/dev/null 2>&1 || missing+=(libauthen-sasl-perl)
 
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

@@ -364,7 +364,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let handlers = handlers(&store, &config);
+    let handlers = handlers(&store, &config)?;
     let handoff_store = store.clone();
     let data_dir = config.data_dir.clone();
     let message_size_max_bytes = config.limits.message_size_max_bytes;
@@ -407,8 +407,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// The protocol sessions that are built so far; the others answer "not available yet".
-fn handlers(store: &MailStore, config: &Config) -> letterlock_server::Handlers {
-    letterlock_server::Handlers {
+fn handlers(store: &MailStore, config: &Config) -> anyhow::Result<letterlock_server::Handlers> {
+    let smtp = letterlock_smtp::handler(
+        store.clone(),
+        letterlock_smtp::Settings::from_limits(&config.limits),
+    )
+    .context("cannot start SMTP delivery")?;
+    Ok(letterlock_server::Handlers {
+        smtp: Some(smtp),
         pop3: Some(letterlock_pop3::handler(
             store.clone(),
             letterlock_pop3::Pop3Settings {
@@ -417,7 +423,7 @@ fn handlers(store: &MailStore, config: &Config) -> letterlock_server::Handlers {
             },
         )),
         ..letterlock_server::Handlers::default()
-    }
+    })
 }
 
 /// A first run with no accounts: create `localhost` and `you@localhost` so a newcomer can

@@ -156,6 +156,27 @@ client.quit()
     let (code, error) = env.fails(&["deliver", "nobody@localhost"], "Subject: x\r\n\r\ny\r\n");
     assert_eq!(code, 67, "EX_NOUSER through the hand-off: {error}");
 
+    // SMTP is served: Python's smtplib delivers to the MX port.
+    let smtp_port = address_of(&lines, "smtp")
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    let script = r#"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20) as client:
+    client.sendmail("sender@example.net", ["you@localhost"], b"Subject: over smtp\r\n\r\nhello\r\n")
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &smtp_port])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     // Administration while serve holds the store runs inside the server, prompts relayed.
     let added = env.ok(&["user", "add", "second@localhost"], "second password\n");
     assert!(added.contains("added user second@localhost"), "{added}");
@@ -178,7 +199,7 @@ client.quit()
         ],
         &format!("{password}\n"),
     );
-    assert!(exported.contains("exported 1 message(s)"), "{exported}");
+    assert!(exported.contains("exported 2 message(s)"), "{exported}");
     assert!(export_dir.join("secret-key.asc").exists());
 
     let status = terminate(&mut child);

@@ -1,0 +1,56 @@
+//! SMTP for Letterlock: inbound mail from other servers (MX, RFC 5321) for local recipients
+//! only, and authenticated submission from our own users (RFC 6409, RFC 8314), both delivered
+//! into the encrypted mail store through one group committer.
+//!
+//! - `framing`: sans-IO framing of command lines, DATA and BDAT chunks, with bounds.
+//! - `session`: the session over any `AsyncRead + AsyncWrite` stream, and [`SmtpServer`].
+//! - `batcher`: group commit, many deliveries per durable commit, none acknowledged before it.
+//! - `limiter`: failed-login limits per account and per client address.
+//! - `trace`: the `Return-Path` and `Received` headers.
+//! - `settings`: every limit, named, with its default.
+//!
+//! Not here yet: outbound delivery (remote recipients on submission get a temporary `451`),
+//! DSN generation, DKIM/SPF/DMARC.
+
+use std::sync::Arc;
+
+use letterlock_mailstore::MailStore;
+use letterlock_server::{Connection, SessionFuture, SessionHandler};
+
+pub mod batcher;
+pub mod framing;
+pub mod limiter;
+pub mod reply;
+pub mod session;
+pub mod settings;
+pub mod trace;
+
+pub use reply::Reply;
+pub use session::{Mode, SessionContext, SmtpServer};
+pub use settings::Settings;
+
+/// The SMTP [`SessionHandler`] for the server's listeners (MX, submission over TLS, and
+/// submission with STARTTLS).
+pub struct SmtpHandler {
+    server: Arc<SmtpServer>,
+}
+
+impl SmtpHandler {
+    pub fn server(&self) -> &Arc<SmtpServer> {
+        &self.server
+    }
+}
+
+impl SessionHandler for SmtpHandler {
+    fn run(&self, connection: Connection) -> SessionFuture {
+        let server = Arc::clone(&self.server);
+        Box::pin(server.serve_connection(connection))
+    }
+}
+
+/// The handler to put in `Handlers { smtp: Some(..), .. }`. Starts the group-commit thread.
+pub fn handler(store: MailStore, settings: Settings) -> std::io::Result<Arc<dyn SessionHandler>> {
+    Ok(Arc::new(SmtpHandler {
+        server: SmtpServer::new(store, settings)?,
+    }))
+}

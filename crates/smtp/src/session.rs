@@ -1,0 +1,1223 @@
+//! One SMTP session, inbound (MX, RFC 5321) or submission (RFC 6409), over any byte stream.
+//!
+//! Extensions: PIPELINING (RFC 2920), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), SIZE
+//! (RFC 1870), ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), CHUNKING (RFC 3030), STARTTLS
+//! (RFC 3207), REQUIRETLS (RFC 8689, offered only over TLS), AUTH PLAIN and LOGIN (RFC 4954,
+//! RFC 4616; submission only, only over TLS). DSN parameters (RFC 3461: RET, ENVID, NOTIFY,
+//! ORCPT) are accepted and ignored: DSN is not advertised, there is no outbound queue to honour
+//! them yet.
+//!
+//! The session reads commands, answers them, and flushes its answers whenever it would wait for
+//! the client (RFC 2920 section 3.2), so a pipelining client gets its replies in one write.
+//! Commands are parsed by `smtp-proto`; framing (CRLF lines, DATA, BDAT chunks) is `framing`.
+//! Nothing a client sends is written to disk before it is encrypted: the message is held in
+//! memory and handed to the group committer, and `250` follows the durable commit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use letterlock_mailstore::records::flag_bits;
+use letterlock_mailstore::{MailStore, SpecialUse, StoreError, Unlocked};
+use letterlock_server::{Connection, Service, ShutdownSignal, Transport};
+use letterlock_types::{EmailAddress, Secret};
+use smtp_proto::{Error as ParseError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use crate::batcher::{DeliveryBatcher, DeliveryError};
+use crate::framing::{take_chunk, BodyError, CommandLine, DataReader, InputBuffer};
+use crate::limiter::AuthLimiter;
+use crate::reply::Reply;
+use crate::settings::{Settings, AUTH_LINE_LENGTH_MAX_BYTES};
+use crate::trace::{new_transaction_id, now_unix, trace_headers, TraceInfo};
+
+/// Bytes read from the socket at once.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Replies buffered past this are written even while pipelined commands remain, so a client
+/// that pipelines without reading cannot grow the server's memory.
+const OUTPUT_BUFFER_MAX_BYTES: usize = 16 * 1024;
+
+/// Which side of the mail system a session is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Mail from other servers for local recipients only (port 25).
+    Inbound,
+    /// Mail from our own users, after AUTH over TLS (ports 465 and 587).
+    Submission,
+}
+
+/// Everything about a connection a session needs besides its stream.
+pub struct SessionContext {
+    pub mode: Mode,
+    pub peer: SocketAddr,
+    /// The name the server greets with and writes in `Received`.
+    pub hostname: String,
+    /// For STARTTLS; `None` on a stream that is already TLS.
+    pub tls_acceptor: Option<TlsAcceptor>,
+    /// Set when the stream is TLS from the start: its protocol and cipher suite.
+    pub implicit_tls: Option<String>,
+    pub shutdown: ShutdownSignal,
+}
+
+/// The shared part of every session: the store, the limits, the group committer and the
+/// failed-login counts.
+pub struct SmtpServer {
+    store: MailStore,
+    settings: Settings,
+    batcher: DeliveryBatcher,
+    limiter: AuthLimiter,
+}
+
+/// The session ends: the client left, went quiet, or the server is stopping. Any goodbye has
+/// been written already.
+#[derive(Debug)]
+struct SessionEnd;
+
+enum Flow {
+    Continue,
+    Close,
+    StartTls,
+}
+
+struct Authenticated {
+    address: EmailAddress,
+    unlocked: Arc<Unlocked>,
+}
+
+#[derive(Default)]
+struct Transaction {
+    /// The reverse-path as given; empty for the null sender.
+    sender: String,
+    recipients: Vec<EmailAddress>,
+    smtputf8: bool,
+    /// BDAT chunks so far, or `None` before the first chunk.
+    chunks: Option<Vec<u8>>,
+    chunks_too_large: bool,
+}
+
+struct State {
+    mode: Mode,
+    peer: SocketAddr,
+    hostname: String,
+    tls: Option<String>,
+    can_starttls: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    auth: Option<Authenticated>,
+    transaction: Option<Transaction>,
+    errors: u32,
+    commands_without_mail: u32,
+    auth_failures: u32,
+}
+
+impl State {
+    fn new(context: &SessionContext) -> State {
+        State {
+            mode: context.mode,
+            peer: context.peer,
+            hostname: context.hostname.clone(),
+            tls: context.implicit_tls.clone(),
+            can_starttls: context.implicit_tls.is_none() && context.tls_acceptor.is_some(),
+            helo: None,
+            esmtp: false,
+            auth: None,
+            transaction: None,
+            errors: 0,
+            commands_without_mail: 0,
+            auth_failures: 0,
+        }
+    }
+
+    /// RFC 3207 section 4.2: after TLS the client must start over with EHLO, and nothing it
+    /// said before counts.
+    fn reset_after_tls(&mut self, description: String) {
+        self.tls = Some(description);
+        self.can_starttls = false;
+        self.helo = None;
+        self.esmtp = false;
+        self.auth = None;
+        self.transaction = None;
+    }
+}
+
+/// A stream with its input buffer and its pending replies.
+struct Conn<S> {
+    stream: S,
+    input: InputBuffer,
+    output: Vec<u8>,
+    chunk: Vec<u8>,
+    idle_timeout: Duration,
+    shutdown: ShutdownSignal,
+}
+
+enum ReadOutcome {
+    Data(usize),
+    Closed,
+    IdleTimeout,
+    Shutdown,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    fn new(stream: S, idle_timeout: Duration, shutdown: ShutdownSignal) -> Conn<S> {
+        Conn {
+            stream,
+            input: InputBuffer::new(),
+            output: Vec::new(),
+            chunk: vec![0; READ_CHUNK_BYTES],
+            idle_timeout,
+            shutdown,
+        }
+    }
+
+    async fn reply(&mut self, reply: Reply) -> Result<(), SessionEnd> {
+        reply.encode_into(&mut self.output);
+        if self.output.len() > OUTPUT_BUFFER_MAX_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SessionEnd> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let output = std::mem::take(&mut self.output);
+        let written = tokio::time::timeout(self.idle_timeout, async {
+            self.stream.write_all(&output).await?;
+            self.stream.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(SessionEnd),
+        }
+    }
+
+    /// Say a last reply and end the session.
+    async fn goodbye(&mut self, reply: Reply) -> SessionEnd {
+        reply.encode_into(&mut self.output);
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        SessionEnd
+    }
+
+    /// Write what is pending, then wait for more input (or the idle timeout, or shutdown).
+    async fn fill(&mut self) -> Result<(), SessionEnd> {
+        self.flush().await?;
+        let outcome = {
+            let read = tokio::time::timeout(self.idle_timeout, self.stream.read(&mut self.chunk));
+            tokio::select! {
+                result = read => match result {
+                    Err(_) => ReadOutcome::IdleTimeout,
+                    Ok(Ok(0)) | Ok(Err(_)) => ReadOutcome::Closed,
+                    Ok(Ok(count)) => ReadOutcome::Data(count),
+                },
+                _ = self.shutdown.requested() => ReadOutcome::Shutdown,
+            }
+        };
+        match outcome {
+            ReadOutcome::Data(count) => {
+                self.input.extend(&self.chunk[..count]);
+                Ok(())
+            }
+            ReadOutcome::Closed => Err(SessionEnd),
+            ReadOutcome::IdleTimeout => Err(self
+                .goodbye(Reply::new(421, "4.4.2", "idle for too long, closing"))
+                .await),
+            ReadOutcome::Shutdown => Err(self.goodbye(shutdown_reply()).await),
+        }
+    }
+
+    async fn next_line(&mut self, length_max_bytes: usize) -> Result<CommandLine, SessionEnd> {
+        loop {
+            if let Some(line) = self.input.take_command_line(length_max_bytes) {
+                return Ok(line);
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+fn shutdown_reply() -> Reply {
+    Reply::new(421, "4.3.2", "server shutting down, try again later")
+}
+
+fn describe_tls(connection: &rustls::ServerConnection) -> String {
+    let version = connection
+        .protocol_version()
+        .map(|version| format!("{version:?}"))
+        .unwrap_or_else(|| "TLS".into());
+    let suite = connection
+        .negotiated_cipher_suite()
+        .map(|suite| format!(" {:?}", suite.suite()))
+        .unwrap_or_default();
+    format!("{version}{suite}")
+}
+
+impl SmtpServer {
+    /// The shared state of all sessions; starts the group committer thread.
+    pub fn new(store: MailStore, settings: Settings) -> std::io::Result<Arc<SmtpServer>> {
+        let batcher = DeliveryBatcher::start(store.clone(), &settings)?;
+        let limiter = AuthLimiter::new(
+            settings.auth_failures_per_account_max,
+            settings.auth_failures_per_ip_max,
+            settings.auth_failure_window,
+        );
+        Ok(Arc::new(SmtpServer {
+            store,
+            settings,
+            batcher,
+            limiter,
+        }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Run one session on a connection the listeners admitted.
+    pub async fn serve_connection(self: Arc<Self>, connection: Connection) {
+        let mode = match connection.service {
+            Service::Smtp => Mode::Inbound,
+            Service::SubmissionTls | Service::SubmissionStarttls => Mode::Submission,
+            other => {
+                tracing::error!(service = %other, "SMTP handler given a non-SMTP service");
+                return;
+            }
+        };
+        let mut context = SessionContext {
+            mode,
+            peer: connection.peer,
+            hostname: connection.hostname,
+            tls_acceptor: Some(connection.tls_acceptor),
+            implicit_tls: None,
+            shutdown: connection.shutdown,
+        };
+        match connection.transport {
+            Transport::Plain(stream) => self.serve(stream, context).await,
+            Transport::Tls(stream) => {
+                context.implicit_tls = Some(describe_tls(stream.get_ref().1));
+                context.tls_acceptor = None;
+                self.serve(*stream, context).await
+            }
+        }
+    }
+
+    /// Run one session on any stream (tests drive it in memory).
+    pub async fn serve<S>(&self, stream: S, context: SessionContext)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let mut state = State::new(&context);
+        let mut conn = Conn::new(stream, self.settings.idle_timeout, context.shutdown.clone());
+        if context.shutdown.is_requested() {
+            let _ = conn.goodbye(shutdown_reply()).await;
+            return;
+        }
+        let greeting = Reply::new(220, "", format!("{} ESMTP Letterlock", state.hostname));
+        if conn.reply(greeting).await.is_err() {
+            return;
+        }
+        match self.drive(&mut conn, &mut state).await {
+            Ok(Flow::StartTls) => {}
+            Ok(_) => {
+                let _ = conn.flush().await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.shutdown()).await;
+                return;
+            }
+            Err(SessionEnd) => return,
+        }
+        let Some(acceptor) = context.tls_acceptor else {
+            return;
+        };
+        let handshake = tokio::time::timeout(
+            self.settings.tls_handshake_timeout,
+            acceptor.accept(conn.stream),
+        )
+        .await;
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::info!(peer = %state.peer, %error, "STARTTLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(peer = %state.peer, "STARTTLS handshake timed out");
+                return;
+            }
+        };
+        state.reset_after_tls(describe_tls(tls.get_ref().1));
+        let mut conn = Conn::new(tls, self.settings.idle_timeout, context.shutdown.clone());
+        if let Ok(Flow::Close | Flow::Continue) = self.drive(&mut conn, &mut state).await {
+            let _ = conn.flush().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.shutdown()).await;
+        }
+    }
+
+    async fn drive<S>(&self, conn: &mut Conn<S>, state: &mut State) -> Result<Flow, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let frame_max = self
+            .settings
+            .command_line_length_max_bytes
+            .max(AUTH_LINE_LENGTH_MAX_BYTES);
+        loop {
+            if conn.shutdown.is_requested() {
+                return Err(conn.goodbye(shutdown_reply()).await);
+            }
+            let flow = match conn.next_line(frame_max).await? {
+                CommandLine::TooLong => {
+                    self.respond(conn, state, Reply::new(500, "5.5.2", "line too long"))
+                        .await?
+                }
+                CommandLine::BareLineFeed => {
+                    self.respond(
+                        conn,
+                        state,
+                        Reply::new(500, "5.5.2", "bare LF: lines end with CRLF"),
+                    )
+                    .await?
+                }
+                CommandLine::Line(line) => self.command(conn, state, line).await?,
+            };
+            match flow {
+                Flow::Continue => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Send a reply, counting client errors toward the session's limit.
+    async fn respond<S>(
+        &self,
+        conn: &mut Conn<S>,
+        state: &mut State,
+        reply: Reply,
+    ) -> Result<Flow, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let failed = reply.is_permanent_failure();
+        conn.reply(reply).await?;
+        if failed {
+            state.errors += 1;
+            if state.errors >= self.settings.errors_per_session_max {
+                return Err(conn
+                    .goodbye(Reply::new(421, "4.7.0", "too many errors, closing"))
+                    .await);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn command<S>(
+        &self,
+        conn: &mut Conn<S>,
+        state: &mut State,
+        line: Vec<u8>,
+    ) -> Result<Flow, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let is_auth = line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"AUTH ");
+        if !is_auth && line.len() + 2 > self.settings.command_line_length_max_bytes {
+            return self
+                .respond(conn, state, Reply::new(500, "5.5.2", "line too long"))
+                .await;
+        }
+        let mut framed = line;
+        framed.extend_from_slice(b"\r\n");
+        let parsed = Request::parse(&mut framed.iter()).map(Request::into_owned);
+        let in_transaction = matches!(
+            parsed,
+            Ok(Request::Mail { .. } | Request::Rcpt { .. } | Request::Data | Request::Bdat { .. })
+        );
+        if !in_transaction && !matches!(parsed, Ok(Request::Quit)) {
+            state.commands_without_mail += 1;
+            if state.commands_without_mail > self.settings.commands_before_mail_max {
+                return Err(conn
+                    .goodbye(Reply::new(
+                        421,
+                        "4.7.0",
+                        "too many commands without a mail transaction, closing",
+                    ))
+                    .await);
+            }
+        }
+        let request = match parsed {
+            Ok(request) => request,
+            Err(error) => {
+                return self.respond(conn, state, parse_error_reply(error)).await;
+            }
+        };
+        match request {
+            Request::Ehlo { host } => {
+                let reply = self.ehlo(state, host);
+                self.respond(conn, state, reply).await
+            }
+            Request::Helo { host } => {
+                state.helo = Some(host);
+                state.esmtp = false;
+                state.transaction = None;
+                let reply = Reply::new(250, "", state.hostname.clone());
+                self.respond(conn, state, reply).await
+            }
+            Request::Mail { from } => {
+                let reply = self.mail(state, from, &framed).await;
+                self.respond(conn, state, reply).await
+            }
+            Request::Rcpt { to } => {
+                let reply = self.rcpt(state, to.address, &framed).await;
+                self.respond(conn, state, reply).await
+            }
+            Request::Data => self.data(conn, state).await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(conn, state, chunk_size, is_last).await,
+            Request::Rset => {
+                state.transaction = None;
+                self.respond(conn, state, Reply::new(250, "2.0.0", "OK"))
+                    .await
+            }
+            Request::Noop { .. } => {
+                self.respond(conn, state, Reply::new(250, "2.0.0", "OK"))
+                    .await
+            }
+            Request::Quit => {
+                conn.reply(Reply::new(221, "2.0.0", "bye")).await?;
+                Ok(Flow::Close)
+            }
+            // RFC 5321 section 3.5.3: 252 when the server will not verify (no address
+            // harvesting), and EXPN is not offered (section 7.3).
+            Request::Vrfy { .. } => {
+                let reply = Reply::new(
+                    252,
+                    "2.5.0",
+                    "cannot VRFY; send the message and delivery will be attempted",
+                );
+                self.respond(conn, state, reply).await
+            }
+            Request::Expn { .. } => {
+                let reply = Reply::new(502, "5.5.1", "EXPN is disabled");
+                self.respond(conn, state, reply).await
+            }
+            Request::Help { .. } => {
+                let reply = Reply::new(214, "2.0.0", "see RFC 5321");
+                self.respond(conn, state, reply).await
+            }
+            Request::StartTls => {
+                if state.tls.is_some() {
+                    let reply = Reply::new(503, "5.5.1", "TLS is already in use");
+                    return self.respond(conn, state, reply).await;
+                }
+                if !state.can_starttls {
+                    let reply = Reply::new(502, "5.5.1", "STARTTLS is not available");
+                    return self.respond(conn, state, reply).await;
+                }
+                // Whatever the client pipelined behind STARTTLS came in the clear: drop it
+                // (the STARTTLS command injection attack, CVE-2011-0411 and kin).
+                conn.input.clear();
+                conn.reply(Reply::new(220, "2.0.0", "ready to start TLS"))
+                    .await?;
+                conn.flush().await?;
+                Ok(Flow::StartTls)
+            }
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(conn, state, mechanism, initial_response).await,
+            Request::Lhlo { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => {
+                let reply = Reply::new(502, "5.5.1", "command not implemented");
+                self.respond(conn, state, reply).await
+            }
+        }
+    }
+
+    fn ehlo(&self, state: &mut State, host: String) -> Reply {
+        state.helo = Some(host.clone());
+        state.esmtp = true;
+        state.transaction = None;
+        let mut lines = vec![
+            format!("{} greets {}", state.hostname, host),
+            "PIPELINING".into(),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            format!("SIZE {}", self.settings.message_size_max_bytes),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+        ];
+        if state.can_starttls {
+            lines.push("STARTTLS".into());
+        }
+        if state.tls.is_some() {
+            lines.push("REQUIRETLS".into());
+            if state.mode == Mode::Submission && state.auth.is_none() {
+                lines.push("AUTH PLAIN LOGIN".into());
+            }
+        }
+        Reply::multiline(250, lines)
+    }
+
+    async fn mail(
+        &self,
+        state: &mut State,
+        from: smtp_proto::MailFrom<String>,
+        raw: &[u8],
+    ) -> Reply {
+        if state.helo.is_none() {
+            return Reply::new(503, "5.5.1", "send EHLO first");
+        }
+        if state.transaction.is_some() {
+            return Reply::new(503, "5.5.1", "a mail transaction is already open");
+        }
+        if state.mode == Mode::Submission && state.auth.is_none() {
+            return Reply::new(530, "5.7.0", "Authentication required");
+        }
+        if from.flags & smtp_proto::MAIL_REQUIRETLS != 0 && state.tls.is_none() {
+            return Reply::new(530, "5.7.10", "REQUIRETLS needs a TLS session");
+        }
+        if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
+            return Reply::new(555, "5.5.4", "BODY=BINARYMIME is not supported");
+        }
+        if from.size > self.settings.message_size_max_bytes {
+            return Reply::new(552, "5.3.4", "message size exceeds the limit");
+        }
+        if has_quoted_or_routed_path(raw) && state.mode == Mode::Submission {
+            return Reply::new(
+                553,
+                "5.1.3",
+                "quoted local parts and source routes are not accepted",
+            );
+        }
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        if !from.address.is_ascii() && !smtputf8 {
+            return Reply::new(553, "5.6.7", "non-ASCII address needs SMTPUTF8");
+        }
+        if let Some(authenticated) = &state.auth {
+            let Ok(sender) = EmailAddress::try_from(from.address.as_str()) else {
+                return Reply::new(553, "5.7.1", "sender address not allowed for this account");
+            };
+            match self.may_send_as(&authenticated.address, vec![sender]).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Reply::new(553, "5.7.1", "sender address not allowed for this account")
+                }
+                Err(_) => return Reply::new(451, "4.3.0", "temporary failure, try again later"),
+            }
+        }
+        state.commands_without_mail = 0;
+        state.transaction = Some(Transaction {
+            sender: from.address,
+            smtputf8,
+            ..Transaction::default()
+        });
+        Reply::new(250, "2.1.0", "sender OK")
+    }
+
+    async fn rcpt(&self, state: &mut State, address: String, raw: &[u8]) -> Reply {
+        let Some(transaction) = &state.transaction else {
+            return Reply::new(503, "5.5.1", "send MAIL first");
+        };
+        if transaction.chunks.is_some() {
+            return Reply::new(503, "5.5.1", "RCPT after BDAT");
+        }
+        if transaction.recipients.len() >= self.settings.recipients_per_message_max {
+            return Reply::new(452, "4.5.3", "too many recipients");
+        }
+        if has_quoted_or_routed_path(raw) {
+            return Reply::new(
+                553,
+                "5.1.3",
+                "quoted local parts and source routes are not accepted",
+            );
+        }
+        if !address.is_ascii() && !transaction.smtputf8 {
+            return Reply::new(553, "5.6.7", "non-ASCII address needs SMTPUTF8");
+        }
+        // RFC 5321 section 4.5.1: "postmaster" without a domain (smtp-proto gives "").
+        let address = if address.is_empty() {
+            format!("postmaster@{}", state.hostname)
+        } else {
+            address
+        };
+        let local_part = address
+            .rsplit_once('@')
+            .map(|(local, _)| local)
+            .unwrap_or("");
+        if local_part.contains(['%', '!']) {
+            // The "percent hack" and bang paths route through the receiving server.
+            return Reply::new(554, "5.7.1", "relay access denied");
+        }
+        let Ok(recipient) = EmailAddress::try_from(address.as_str()) else {
+            return Reply::new(553, "5.1.3", "recipient address not accepted");
+        };
+        let store = self.store.clone();
+        let lookup_address = recipient.clone();
+        let lookup = tokio::task::spawn_blocking(
+            move || -> Result<Option<Vec<EmailAddress>>, StoreError> {
+                if !store.has_domain(lookup_address.domain())? {
+                    return Ok(None);
+                }
+                store.resolve_recipient(&lookup_address).map(Some)
+            },
+        )
+        .await;
+        let reply = match lookup {
+            Ok(Ok(None)) => match state.mode {
+                Mode::Inbound => Reply::new(554, "5.7.1", "relay access denied"),
+                Mode::Submission => {
+                    Reply::new(451, "4.3.0", "outbound delivery is not available yet")
+                }
+            },
+            Ok(Ok(Some(_))) => {
+                if let Some(transaction) = &mut state.transaction {
+                    if !transaction.recipients.contains(&recipient) {
+                        transaction.recipients.push(recipient);
+                    }
+                }
+                return Reply::new(250, "2.1.5", "recipient OK");
+            }
+            Ok(Err(StoreError::UnknownRecipient(_) | StoreError::NoSuchUser(_))) => {
+                Reply::new(550, "5.1.1", "no such user here")
+            }
+            Ok(Err(error)) if !error.is_temporary() => {
+                tracing::warn!(%error, "recipient lookup failed");
+                Reply::new(451, "4.3.0", "temporary failure, try again later")
+            }
+            Ok(Err(_)) | Err(_) => Reply::new(451, "4.3.0", "temporary failure, try again later"),
+        };
+        reply
+    }
+
+    async fn data<S>(&self, conn: &mut Conn<S>, state: &mut State) -> Result<Flow, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let refusal = match &state.transaction {
+            None => Some(Reply::new(503, "5.5.1", "send MAIL first")),
+            Some(transaction) if transaction.chunks.is_some() => {
+                Some(Reply::new(503, "5.5.1", "DATA after BDAT"))
+            }
+            Some(transaction) if transaction.recipients.is_empty() => {
+                Some(Reply::new(554, "5.5.1", "no valid recipients"))
+            }
+            Some(_) => None,
+        };
+        if let Some(reply) = refusal {
+            return self.respond(conn, state, reply).await;
+        }
+        conn.reply(Reply::new(354, "", "end data with <CR><LF>.<CR><LF>"))
+            .await?;
+        let mut reader = DataReader::new(
+            self.settings.message_size_max_bytes,
+            self.settings.data_line_length_max_bytes,
+        );
+        while !reader.feed(&mut conn.input) {
+            conn.fill().await?;
+        }
+        let reply = match reader.finish() {
+            Ok(body) => self.accept(state, body).await,
+            Err(error) => {
+                state.transaction = None;
+                body_error_reply(error, &self.settings)
+            }
+        };
+        self.respond(conn, state, reply).await
+    }
+
+    async fn bdat<S>(
+        &self,
+        conn: &mut Conn<S>,
+        state: &mut State,
+        chunk_size: usize,
+        is_last: bool,
+    ) -> Result<Flow, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let size_max = self.settings.message_size_max_bytes;
+        if chunk_size > size_max {
+            // Reading a chunk this large only to drop it is the client's game, not ours.
+            conn.reply(Reply::new(
+                552,
+                "5.3.4",
+                "chunk exceeds the message size limit",
+            ))
+            .await?;
+            return Err(conn.goodbye(Reply::new(421, "4.7.0", "closing")).await);
+        }
+        let mut scratch = Vec::new();
+        let mut scratch_too_large = false;
+        let usable = matches!(&state.transaction, Some(t) if !t.recipients.is_empty());
+        let (body, too_large) = match (&mut state.transaction, usable) {
+            (Some(transaction), true) => {
+                let body = transaction.chunks.get_or_insert_with(Vec::new);
+                (body, &mut transaction.chunks_too_large)
+            }
+            _ => (&mut scratch, &mut scratch_too_large),
+        };
+        let mut remaining = chunk_size;
+        while remaining > 0 {
+            if conn.input.is_empty() {
+                conn.fill().await?;
+            }
+            remaining -= take_chunk(&mut conn.input, remaining, body, too_large, size_max);
+        }
+        let reply = match &state.transaction {
+            None => Reply::new(503, "5.5.1", "send MAIL first"),
+            Some(transaction) if transaction.recipients.is_empty() => {
+                Reply::new(554, "5.5.1", "no valid recipients")
+            }
+            Some(transaction) if transaction.chunks_too_large => {
+                state.transaction = None;
+                Reply::new(552, "5.3.4", "message size exceeds the limit")
+            }
+            Some(_) if !is_last => {
+                Reply::new(250, "2.0.0", format!("{chunk_size} octets received"))
+            }
+            Some(_) => {
+                let body = state
+                    .transaction
+                    .as_mut()
+                    .and_then(|transaction| transaction.chunks.take())
+                    .unwrap_or_default();
+                self.accept(state, body).await
+            }
+        };
+        self.respond(conn, state, reply).await
+    }
+
+    /// The end of a message: check it, add the trace headers, deliver it through the group
+    /// committer and, on submission, keep a copy in the user's Sent mailbox.
+    async fn accept(&self, state: &mut State, body: Vec<u8>) -> Reply {
+        let Some(transaction) = state.transaction.take() else {
+            return Reply::new(503, "5.5.1", "send MAIL first");
+        };
+        if let Some(authenticated) = &state.auth {
+            let senders = header_from_addresses(&body);
+            let allowed = if senders.is_empty() {
+                Ok(false)
+            } else {
+                self.may_send_as(&authenticated.address, senders).await
+            };
+            match allowed {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Reply::new(
+                        553,
+                        "5.7.1",
+                        "From: header missing or not an address of this account",
+                    )
+                }
+                Err(_) => return Reply::new(451, "4.3.0", "temporary failure, try again later"),
+            }
+        }
+        let transaction_id = new_transaction_id();
+        let protocol = match (state.esmtp, state.tls.is_some(), state.auth.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, _) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, true, true) => "ESMTPSA",
+        };
+        let single_recipient = match transaction.recipients.as_slice() {
+            [only] => Some(only.to_string()),
+            _ => None,
+        };
+        let mut message = trace_headers(
+            &TraceInfo {
+                helo: state.helo.as_deref().unwrap_or(""),
+                peer_ip: state.peer.ip(),
+                hostname: &state.hostname,
+                protocol,
+                tls: state.tls.as_deref(),
+                single_recipient: single_recipient.as_deref(),
+                reverse_path: &transaction.sender,
+            },
+            &transaction_id,
+            now_unix(),
+        );
+        message.extend_from_slice(&body);
+        if message.len() > self.settings.message_size_max_bytes {
+            return Reply::new(552, "5.3.4", "message size exceeds the limit");
+        }
+        match self.batcher.deliver(transaction.recipients, message).await {
+            Ok(_) => {}
+            Err(error) => return delivery_error_reply(&error),
+        }
+        if let Some(authenticated) = &state.auth {
+            self.store_sent_copy(Arc::clone(&authenticated.unlocked), body)
+                .await;
+        }
+        Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
+    }
+
+    /// A copy of what the user sent, as they sent it, in their Sent mailbox. The message is
+    /// already delivered; a failure here is logged, not reported as a failed submission (the
+    /// client would send it again to every recipient).
+    async fn store_sent_copy(&self, unlocked: Arc<Unlocked>, body: Vec<u8>) {
+        let stored = tokio::task::spawn_blocking(move || -> Result<u32, StoreError> {
+            let sent = unlocked
+                .mailboxes()?
+                .into_iter()
+                .find(|mailbox| mailbox.special_use == Some(SpecialUse::Sent))
+                .map(|mailbox| mailbox.name)
+                .ok_or_else(|| StoreError::Corrupted("no Sent mailbox".into()))?;
+            unlocked.append(&sent, &body, flag_bits::SEEN, now_unix())
+        })
+        .await;
+        match stored {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not store the Sent copy"),
+            Err(error) => tracing::warn!(%error, "could not store the Sent copy"),
+        }
+    }
+
+    /// Whether `user` may use each of `addresses` as sender: its own address, or one that
+    /// resolves to it (an alias, or a catch-all of its domain).
+    async fn may_send_as(
+        &self,
+        user: &EmailAddress,
+        addresses: Vec<EmailAddress>,
+    ) -> Result<bool, StoreError> {
+        if addresses.iter().all(|address| address == user) {
+            return Ok(true);
+        }
+        let store = self.store.clone();
+        let user = user.clone();
+        tokio::task::spawn_blocking(move || {
+            for address in addresses {
+                if address == user {
+                    continue;
+                }
+                match store.resolve_recipient(&address) {
+                    Ok(targets) if targets.contains(&user) => {}
+                    Ok(_) | Err(StoreError::UnknownRecipient(_)) => return Ok(false),
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(true)
+        })
+        .await
+        .map_err(|error| StoreError::Corrupted(error.to_string()))?
+    }
+
+    async fn auth<S>(
+        &self,
+        conn: &mut Conn<S>,
+        state: &mut State,
+        mechanism: u64,
+        initial_response: String,
+    ) -> Result<Flow, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let refusal = if state.mode == Mode::Inbound {
+            Some(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH is not offered on this port; use submission",
+            ))
+        } else if state.tls.is_none() {
+            Some(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ))
+        } else if state.helo.is_none() {
+            Some(Reply::new(503, "5.5.1", "send EHLO first"))
+        } else if state.auth.is_some() {
+            Some(Reply::new(503, "5.5.1", "already authenticated"))
+        } else if state.transaction.is_some() {
+            Some(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a mail transaction",
+            ))
+        } else if mechanism != smtp_proto::AUTH_PLAIN && mechanism != smtp_proto::AUTH_LOGIN {
+            Some(Reply::new(
+                504,
+                "5.5.4",
+                "mechanism not supported; use PLAIN or LOGIN",
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = refusal {
+            return self.respond(conn, state, reply).await;
+        }
+        let credentials = if mechanism == smtp_proto::AUTH_PLAIN {
+            let response = match initial_response.as_str() {
+                "" => match self.sasl_step(conn, "").await? {
+                    Ok(response) => response,
+                    Err(reply) => return self.respond(conn, state, reply).await,
+                },
+                "=" => Vec::new(),
+                encoded => match decode_base64(encoded) {
+                    Ok(response) => response,
+                    Err(reply) => return self.respond(conn, state, reply).await,
+                },
+            };
+            match parse_plain(&response) {
+                Some(credentials) => credentials,
+                None => {
+                    let reply = Reply::new(501, "5.5.2", "malformed PLAIN response");
+                    return self.respond(conn, state, reply).await;
+                }
+            }
+        } else {
+            let username = match initial_response.as_str() {
+                "" => match self.sasl_step(conn, "VXNlcm5hbWU6").await? {
+                    Ok(response) => response,
+                    Err(reply) => return self.respond(conn, state, reply).await,
+                },
+                encoded => match decode_base64(encoded) {
+                    Ok(response) => response,
+                    Err(reply) => return self.respond(conn, state, reply).await,
+                },
+            };
+            let password = match self.sasl_step(conn, "UGFzc3dvcmQ6").await? {
+                Ok(response) => response,
+                Err(reply) => return self.respond(conn, state, reply).await,
+            };
+            match String::from_utf8(username) {
+                Ok(username) => (username, Secret::new(password)),
+                Err(_) => {
+                    let reply = Reply::new(501, "5.5.2", "user name is not UTF-8");
+                    return self.respond(conn, state, reply).await;
+                }
+            }
+        };
+        self.verify(conn, state, credentials.0, credentials.1).await
+    }
+
+    /// One SASL challenge and its response (RFC 4954 section 4): `*` cancels.
+    async fn sasl_step<S>(
+        &self,
+        conn: &mut Conn<S>,
+        challenge: &str,
+    ) -> Result<Result<Vec<u8>, Reply>, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        conn.reply(Reply::new(334, "", challenge)).await?;
+        let line = match conn.next_line(AUTH_LINE_LENGTH_MAX_BYTES).await? {
+            CommandLine::Line(line) => line,
+            CommandLine::TooLong | CommandLine::BareLineFeed => {
+                return Ok(Err(Reply::new(500, "5.5.2", "malformed response line")))
+            }
+        };
+        if line == b"*" {
+            return Ok(Err(Reply::new(501, "5.0.0", "authentication cancelled")));
+        }
+        let text = String::from_utf8_lossy(&line);
+        Ok(decode_base64(text.trim()))
+    }
+
+    async fn verify<S>(
+        &self,
+        conn: &mut Conn<S>,
+        state: &mut State,
+        username: String,
+        password: Secret,
+    ) -> Result<Flow, SessionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let ip = state.peer.ip();
+        let locked_out = || {
+            Reply::new(
+                421,
+                "4.7.0",
+                "too many failed authentication attempts, try again later",
+            )
+        };
+        if !self.limiter.allows(&username, ip) {
+            tokio::time::sleep(self.settings.auth_failure_delay).await;
+            return Err(conn.goodbye(locked_out()).await);
+        }
+        let outcome = match EmailAddress::try_from(username.as_str()) {
+            Err(_) => Err(StoreError::WrongCredentials),
+            Ok(address) => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.unlock(&address, &password))
+                    .await
+                    .unwrap_or_else(|error| Err(StoreError::Corrupted(error.to_string())))
+            }
+        };
+        match outcome {
+            Ok(unlocked) => {
+                self.limiter.record_success(&username);
+                state.auth = Some(Authenticated {
+                    address: unlocked.address().clone(),
+                    unlocked: Arc::new(unlocked),
+                });
+                conn.reply(Reply::new(235, "2.7.0", "Authentication successful"))
+                    .await?;
+                Ok(Flow::Continue)
+            }
+            Err(error) if error.is_temporary() => {
+                tracing::warn!(%error, "authentication could not be checked");
+                let reply = Reply::new(454, "4.7.0", "temporary authentication failure");
+                self.respond(conn, state, reply).await
+            }
+            Err(error) => {
+                if !matches!(
+                    error,
+                    StoreError::WrongCredentials | StoreError::NoSuchUser(_)
+                ) {
+                    tracing::warn!(%error, "authentication failed");
+                }
+                self.limiter.record_failure(&username, ip);
+                state.auth_failures += 1;
+                tokio::time::sleep(self.settings.auth_failure_delay).await;
+                let invalid = Reply::new(535, "5.7.8", "authentication credentials invalid");
+                if state.auth_failures >= self.settings.auth_failures_per_session_max
+                    || !self.limiter.allows(&username, ip)
+                {
+                    conn.reply(invalid).await?;
+                    return Err(conn.goodbye(locked_out()).await);
+                }
+                self.respond(conn, state, invalid).await
+            }
+        }
+    }
+}
+
+fn parse_error_reply(error: ParseError) -> Reply {
+    match error {
+        ParseError::UnknownCommand => Reply::new(500, "5.5.1", "command not recognized"),
+        ParseError::InvalidSenderAddress | ParseError::InvalidRecipientAddress => {
+            Reply::new(553, "5.1.3", "address not accepted")
+        }
+        ParseError::SyntaxError { syntax } => Reply::new(501, "5.5.2", format!("syntax: {syntax}")),
+        ParseError::InvalidParameter { param } => {
+            Reply::new(501, "5.5.4", format!("invalid parameter {param}"))
+        }
+        ParseError::UnsupportedParameter { .. } => {
+            Reply::new(555, "5.5.4", "unsupported parameter")
+        }
+        _ => Reply::new(501, "5.5.2", "syntax error"),
+    }
+}
+
+fn body_error_reply(error: BodyError, settings: &Settings) -> Reply {
+    match error {
+        BodyError::TooLarge => Reply::new(552, "5.3.4", "message size exceeds the limit"),
+        BodyError::LineTooLong => Reply::new(
+            554,
+            "5.6.0",
+            format!(
+                "a line of the message is longer than {} bytes",
+                settings.data_line_length_max_bytes
+            ),
+        ),
+    }
+}
+
+fn delivery_error_reply(error: &DeliveryError) -> Reply {
+    match error {
+        DeliveryError::Store(StoreError::OverQuota { .. }) => {
+            Reply::new(452, "4.2.2", "mailbox full, try again later")
+        }
+        DeliveryError::Store(StoreError::UnknownRecipient(_) | StoreError::NoSuchUser(_)) => {
+            Reply::new(550, "5.1.1", "no such user here")
+        }
+        DeliveryError::Store(StoreError::MessageTooLarge { .. }) => {
+            Reply::new(552, "5.3.4", "message size exceeds the limit")
+        }
+        error if error.is_temporary() => {
+            tracing::warn!(%error, "delivery failed, temporarily");
+            Reply::new(451, "4.3.0", "temporary failure, try again later")
+        }
+        error => {
+            tracing::error!(%error, "delivery failed");
+            Reply::new(451, "4.3.0", "local error in processing, try again later")
+        }
+    }
+}
+
+/// Whether the path of a MAIL or RCPT line is quoted or has a source route (`<@a,@b:u@c>`).
+/// `smtp-proto` strips both, which would turn `<"a@remote"@local>` or `<@x:user@local>` into
+/// something else; they are refused before that matters.
+fn has_quoted_or_routed_path(raw: &[u8]) -> bool {
+    let Some(open) = raw.iter().position(|&byte| byte == b'<') else {
+        return false;
+    };
+    let path = &raw[open + 1..];
+    let close = path
+        .iter()
+        .position(|&byte| byte == b'>')
+        .unwrap_or(path.len());
+    let path = &path[..close];
+    path.first() == Some(&b'@') || path.contains(&b'"')
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>, Reply> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| Reply::new(501, "5.5.2", "invalid base64"))
+}
+
+/// RFC 4616: `[authzid] NUL authcid NUL passwd`. An authorization identity other than the
+/// authentication identity is not supported.
+fn parse_plain(response: &[u8]) -> Option<(String, Secret)> {
+    let mut parts = response.splitn(3, |&byte| byte == 0);
+    let authzid = parts.next()?;
+    let authcid = std::str::from_utf8(parts.next()?).ok()?;
+    let password = parts.next()?;
+    if !authzid.is_empty() && authzid != authcid.as_bytes() {
+        return None;
+    }
+    Some((authcid.to_string(), Secret::new(password.to_vec())))
+}
+
+/// The addresses of the `From:` header (none if it is missing or unreadable).
+fn header_from_addresses(message: &[u8]) -> Vec<EmailAddress> {
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(message) else {
+        return Vec::new();
+    };
+    let Some(from) = parsed.from() else {
+        return Vec::new();
+    };
+    let mut addresses = Vec::new();
+    for address in from.iter() {
+        match address.address().map(EmailAddress::try_from) {
+            Some(Ok(address)) => addresses.push(address),
+            // One unreadable address makes the whole header unacceptable.
+            _ => return Vec::new(),
+        }
+    }
+    addresses
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_and_source_routed_paths_are_recognised() {
+        assert!(has_quoted_or_routed_path(b"RCPT TO:<@a,@b:user@c>"));
+        assert!(has_quoted_or_routed_path(
+            b"RCPT TO:<\"user@remote\"@local>"
+        ));
+        assert!(!has_quoted_or_routed_path(
+            b"RCPT TO:<user@local> NOTIFY=NEVER"
+        ));
+    }
+
+    #[test]
+    fn plain_responses_split_into_identity_and_password() {
+        let (user, password) = parse_plain(b"\0alice@example.org\0pw").expect("plain");
+        assert_eq!(user, "alice@example.org");
+        assert_eq!(password.expose(), b"pw");
+        assert!(parse_plain(b"bob@example.org\0alice@example.org\0pw").is_none());
+        assert!(parse_plain(b"no separators").is_none());
+    }
+}

@@ -1,0 +1,317 @@
+//! Helpers shared by the SMTP tests: a store on a temp dir with two users and an alias, a
+//! session driven in memory, a real server on 127.0.0.1 (port 0) with real TLS, and reading
+//! delivered mail back through the store.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use letterlock_crypto::kdf::KdfParams;
+use letterlock_mailstore::{MailStore, StoreOptions};
+use letterlock_server::config::ListenAddress;
+use letterlock_server::{tls, Config, Handlers, Server, Service, ShutdownSignal};
+use letterlock_smtp::{Mode, SessionContext, Settings, SmtpServer};
+use letterlock_storage::embedded::EmbeddedEngine;
+use letterlock_types::{Domain, EmailAddress, MailboxName, Secret};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+pub const ALICE: &str = "alice@example.org";
+pub const BOB: &str = "bob@example.org";
+pub const ALICE_ALIAS: &str = "sales@example.org";
+pub const PASSWORD: &str = "correct horse battery";
+pub const MESSAGE_SIZE_MAX_BYTES: usize = 256 * 1024;
+/// A hang fails the test instead of the run.
+pub const TEST_TIMEOUT_SECS: u64 = 30;
+
+pub fn address(text: &str) -> EmailAddress {
+    EmailAddress::try_from(text).expect("address")
+}
+
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+    pub store: MailStore,
+}
+
+/// A store with example.org, alice and bob, and sales@ as an alias of alice.
+pub fn test_store() -> TestStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = EmbeddedEngine::open(dir.path()).expect("open engine");
+    let store = MailStore::new(
+        Arc::new(engine),
+        StoreOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            message_size_max_bytes: 4 * 1024 * 1024,
+        },
+    );
+    store
+        .add_domain(&Domain::try_from("example.org").expect("domain"))
+        .expect("domain");
+    for user in [ALICE, BOB] {
+        store
+            .add_user(&address(user), &Secret::from(PASSWORD), 0, None)
+            .expect("user");
+    }
+    store
+        .add_alias(ALICE_ALIAS, &[address(ALICE)])
+        .expect("alias");
+    TestStore { dir, store }
+}
+
+pub fn test_settings() -> Settings {
+    Settings {
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+        auth_failure_delay: Duration::from_millis(10),
+        ..Settings::default()
+    }
+}
+
+/// Every message in `user`'s mailbox, as stored, in UID order.
+pub fn mailbox(store: &MailStore, user: &str, name: &str) -> Vec<Vec<u8>> {
+    let unlocked = store
+        .unlock(&address(user), &Secret::from(PASSWORD))
+        .expect("unlock");
+    let name = MailboxName::try_from(name).expect("mailbox name");
+    unlocked
+        .list_messages(&name)
+        .expect("list")
+        .iter()
+        .map(|summary| unlocked.fetch(&name, summary.uid).expect("fetch"))
+        .collect()
+}
+
+pub fn inbox(store: &MailStore, user: &str) -> Vec<Vec<u8>> {
+    mailbox(store, user, "INBOX")
+}
+
+/// The message after the `Return-Path` and `Received` headers the server put in front,
+/// asserting that they are there.
+pub fn without_trace(message: &[u8]) -> Vec<u8> {
+    let text = message;
+    assert!(
+        text.starts_with(b"Return-Path: <"),
+        "no Return-Path: {}",
+        String::from_utf8_lossy(message)
+    );
+    let mut lines = text.split_inclusive(|&byte| byte == b'\n').peekable();
+    let mut skipped = 0;
+    let first = lines.next().expect("Return-Path line");
+    skipped += first.len();
+    let received = lines.next().expect("Received line");
+    assert!(received.starts_with(b"Received: from "), "no Received");
+    skipped += received.len();
+    while let Some(line) = lines.peek() {
+        if line.starts_with(b"\t") {
+            skipped += line.len();
+            lines.next();
+        } else {
+            break;
+        }
+    }
+    message[skipped..].to_vec()
+}
+
+/// The trace headers alone.
+pub fn trace_of(message: &[u8]) -> String {
+    let rest = without_trace(message);
+    String::from_utf8_lossy(&message[..message.len() - rest.len()]).into_owned()
+}
+
+pub fn smtp_server(store: &MailStore, settings: Settings) -> Arc<SmtpServer> {
+    SmtpServer::new(store.clone(), settings).expect("smtp server")
+}
+
+pub fn context(mode: Mode) -> SessionContext {
+    SessionContext {
+        mode,
+        peer: "192.0.2.7:40000".parse().expect("peer"),
+        hostname: "mx.example.org".into(),
+        tls_acceptor: None,
+        implicit_tls: None,
+        shutdown: ShutdownSignal::never(),
+    }
+}
+
+/// Drive one session in memory: send `input` (all at once, as a pipelining client may), read
+/// until the server closes, and return everything it said.
+pub async fn converse_with(
+    server: &Arc<SmtpServer>,
+    context: SessionContext,
+    input: &[u8],
+) -> String {
+    let (mut client, server_side) = tokio::io::duplex(64 * 1024);
+    let server = Arc::clone(server);
+    let session = tokio::spawn(async move { server.serve(server_side, context).await });
+    let (mut reader, mut writer) = tokio::io::split(&mut client);
+    let input = input.to_vec();
+    let write = async move {
+        let _ = writer.write_all(&input).await;
+        // Keep the write side open: the session must end by QUIT, an error limit or 421.
+        writer
+    };
+    let read = async {
+        let mut output = Vec::new();
+        let _ = reader.read_to_end(&mut output).await;
+        output
+    };
+    let (output, _writer) = tokio::time::timeout(Duration::from_secs(TEST_TIMEOUT_SECS), async {
+        let (writer, output) = tokio::join!(write, read);
+        (output, writer)
+    })
+    .await
+    .expect("session timed out");
+    tokio::time::timeout(Duration::from_secs(TEST_TIMEOUT_SECS), session)
+        .await
+        .expect("session end")
+        .expect("session task");
+    String::from_utf8_lossy(&output).into_owned()
+}
+
+pub async fn converse(server: &Arc<SmtpServer>, mode: Mode, input: &[u8]) -> String {
+    converse_with(server, context(mode), input).await
+}
+
+/// The reply codes in order (the first line of each reply).
+pub fn codes(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|line| line.len() >= 4 && line.as_bytes()[3] == b' ')
+        .map(|line| line[..3].to_string())
+        .collect()
+}
+
+/// A real server on 127.0.0.1 with the three SMTP listeners, real TLS (generated certificate
+/// for `localhost`), and the SMTP handler.
+pub struct RunningServer {
+    pub smtp: SocketAddr,
+    pub submission_tls: SocketAddr,
+    pub submission_starttls: SocketAddr,
+    pub certificate: PathBuf,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub async fn start(store: &TestStore, settings: Settings) -> RunningServer {
+        let data = store.dir.path();
+        let mut config = Config::default_for(data);
+        for service in Service::ALL {
+            config.listen.set_address(service, ListenAddress::Disabled);
+        }
+        for service in [
+            Service::Smtp,
+            Service::SubmissionTls,
+            Service::SubmissionStarttls,
+        ] {
+            config.listen.set_address(
+                service,
+                ListenAddress::At("127.0.0.1:0".parse().expect("address")),
+            );
+        }
+        config.validate().expect("config");
+        let identity = tls::load_or_generate(&config, data).expect("tls");
+        let handler = letterlock_smtp::handler(store.store.clone(), settings).expect("handler");
+        let server = Server::bind(
+            &config,
+            Arc::clone(&identity.server_config),
+            Handlers {
+                smtp: Some(handler),
+                ..Handlers::default()
+            },
+        )
+        .await
+        .expect("bind");
+        let find = |service| server.local_address(service).expect("bound");
+        let (smtp, submission_tls, submission_starttls) = (
+            find(Service::Smtp),
+            find(Service::SubmissionTls),
+            find(Service::SubmissionStarttls),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        RunningServer {
+            smtp,
+            submission_tls,
+            submission_starttls,
+            certificate: identity.certificate_path.clone(),
+            data_dir: data.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(TEST_TIMEOUT_SECS), task).await;
+        }
+    }
+}
+
+/// Run a program to its end (off the runtime's threads), returning (status ok, stdout, stderr).
+pub async fn run_program(
+    program: &str,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+) -> (bool, String, String) {
+    let program = program.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("{program} is missing ({error}); run scripts/install-test-tools.sh")
+            });
+        if let Some(mut input) = child.stdin.take() {
+            if let Some(bytes) = stdin {
+                input.write_all(&bytes).expect("stdin");
+            }
+        }
+        child.wait_with_output().expect("wait")
+    });
+    let output = tokio::time::timeout(Duration::from_secs(TEST_TIMEOUT_SECS), output)
+        .await
+        .expect("program timed out")
+        .expect("join");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
