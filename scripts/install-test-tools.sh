@@ -5,6 +5,8 @@ set -euo pipefail
 
 missing=()
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+#   gpg-wks-client: GnuPG's own computation of an address's WKD URL.
+[ -x /usr/lib/gnupg/gpg-wks-client ] || missing+=(gpg-wks-client)
 #   curl: fetches over pop3s:// (and imaps://, smtp://) as a client nobody here wrote.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 #   python3: its poplib, imaplib and smtplib are the reference clients.

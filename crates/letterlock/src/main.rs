@@ -413,8 +413,25 @@ fn handlers(store: &MailStore, config: &Config) -> anyhow::Result<letterlock_ser
         letterlock_smtp::Settings::from_limits(&config.limits),
     )
     .context("cannot start SMTP delivery")?;
+    let port = |service: letterlock_server::Service| match config.listen.address(service) {
+        letterlock_server::config::ListenAddress::At(address) => Some(address.port()),
+        letterlock_server::config::ListenAddress::Disabled => None,
+    };
+    let web = letterlock_web::handler(
+        store.clone(),
+        letterlock_web::WebSettings {
+            hostname: config.hostname.to_string(),
+            imaps_port: port(letterlock_server::Service::Imaps),
+            imap_port: port(letterlock_server::Service::Imap),
+            pop3s_port: port(letterlock_server::Service::Pop3s),
+            submission_tls_port: port(letterlock_server::Service::SubmissionTls),
+            submission_starttls_port: port(letterlock_server::Service::SubmissionStarttls),
+            mta_sts_mode: "testing".to_string(),
+        },
+    );
     Ok(letterlock_server::Handlers {
         smtp: Some(smtp),
+        http: Some(web),
         pop3: Some(letterlock_pop3::handler(
             store.clone(),
             letterlock_pop3::Pop3Settings {

@@ -177,6 +177,19 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20) as client:
         String::from_utf8_lossy(&output.stderr)
     );
 
+    // HTTPS is served: the WKD policy of the local domain, with a verified certificate.
+    let https = address_of(&lines, "https");
+    let fetched = std::process::Command::new("curl")
+        .args(["--silent", "--fail", "--max-time", "20", "--cacert"])
+        .arg(&certificate)
+        .arg(format!(
+            "https://localhost:{}/.well-known/openpgpkey/localhost/policy",
+            https.rsplit(':').next().expect("port")
+        ))
+        .output()
+        .expect("curl");
+    assert!(fetched.status.success(), "WKD policy over HTTPS");
+
     // Administration while serve holds the store runs inside the server, prompts relayed.
     let added = env.ok(&["user", "add", "second@localhost"], "second password\n");
     assert!(added.contains("added user second@localhost"), "{added}");
