@@ -406,7 +406,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The protocol sessions that are built so far; the others answer "not available yet".
+/// The protocol session of every service: SMTP (MX and submission), IMAP, POP3 and HTTPS.
 fn handlers(store: &MailStore, config: &Config) -> anyhow::Result<letterlock_server::Handlers> {
     let smtp = letterlock_smtp::handler(
         store.clone(),
@@ -432,6 +432,10 @@ fn handlers(store: &MailStore, config: &Config) -> anyhow::Result<letterlock_ser
     Ok(letterlock_server::Handlers {
         smtp: Some(smtp),
         http: Some(web),
+        imap: Some(letterlock_imap::handler(
+            store.clone(),
+            letterlock_imap::ImapSettings::from_config(config),
+        )),
         pop3: Some(letterlock_pop3::handler(
             store.clone(),
             letterlock_pop3::Pop3Settings {
@@ -439,7 +443,6 @@ fn handlers(store: &MailStore, config: &Config) -> anyhow::Result<letterlock_ser
                 message_size_max_bytes: config.limits.message_size_max_bytes,
             },
         )),
-        ..letterlock_server::Handlers::default()
     })
 }
 

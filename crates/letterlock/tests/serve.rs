@@ -113,7 +113,7 @@ fn first_run_creates_an_account_serves_and_stops_on_sigterm() {
     BufReader::new(&mut stream)
         .read_line(&mut greeting)
         .expect("greeting");
-    assert!(greeting.starts_with("* "), "{greeting:?}");
+    assert!(greeting.starts_with("* OK"), "{greeting:?}");
     // POP3 is served: the printed account logs in over STLS with a client nobody here wrote.
     let pop3_port = address_of(&lines, "pop3")
         .rsplit(':')
@@ -146,6 +146,34 @@ client.quit()
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "(0, 0)");
+
+    // IMAP is served: imaplib logs in after STARTTLS on the 143-style port.
+    let imap_port = imap.rsplit(':').next().expect("port").to_string();
+    let script = r#"
+import imaplib, ssl, sys
+client = imaplib.IMAP4("localhost", int(sys.argv[1]), timeout=20)
+client.starttls(ssl_context=ssl.create_default_context(cafile=sys.argv[2]))
+client.login("you@localhost", sys.argv[3])
+status, data = client.select("INBOX")
+print(status, data[0].decode())
+client.logout()
+"#;
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &imap_port,
+            certificate.to_str().expect("utf-8"),
+            &password,
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "imaplib: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK 0");
 
     // Local delivery while serve holds the store goes through the server.
     let delivered = env.ok(

@@ -381,6 +381,7 @@ impl MailStore {
         tx.delete(USERS_BY_ID, &id_key)?;
         tx.delete(USERS, address.to_string().as_bytes())?;
         tx.commit()?;
+        self.unlock_cache.forget(address);
         Ok(())
     }
 
@@ -401,14 +402,29 @@ impl MailStore {
             let tx = self.engine.begin_read()?;
             user_record(tx.as_ref(), address)?
         };
-        // App passwords first: checking them costs microseconds, the password an Argon2id run.
+        // The unlock cache first (DESIGN.md point 8): honoured only while the account still
+        // holds the password wrap it was unlocked through.
+        if let Some((account_key, verifier)) = self.unlock_cache.lookup(address, secret) {
+            if user.password.verifier == verifier {
+                return Unlocked::open(self.clone(), user, account_key);
+            }
+            self.unlock_cache.remove(address, secret);
+        }
+        // App passwords next: checking them costs microseconds, the password an Argon2id run.
         for app in &user.app_passwords {
             if let Some(account_key) = open_wrap(&app.wrap, secret.expose())? {
                 return Unlocked::open(self.clone(), user, account_key);
             }
         }
+        if user.password.kdf.is_some() {
+            self.unlock_cache.count_password_kdf_run();
+        }
         match open_wrap(&user.password, secret.expose())? {
-            Some(account_key) => Unlocked::open(self.clone(), user, account_key),
+            Some(account_key) => {
+                self.unlock_cache
+                    .insert(address, secret, &user.password.verifier, &account_key);
+                Unlocked::open(self.clone(), user, account_key)
+            }
             None => Err(StoreError::WrongCredentials),
         }
     }
@@ -457,6 +473,7 @@ impl MailStore {
                 user.password = wrap;
                 put_record(tx.as_mut(), USERS, address.to_string().as_bytes(), &user)?;
                 tx.commit()?;
+                self.unlock_cache.forget(address);
                 Ok(PasswordReset::KeptKeys)
             }
             None => self.reset_without_recovery(address, new_password),
@@ -499,6 +516,7 @@ impl MailStore {
             tx.delete(records::PROMOTED_KEYS, &key)?;
         }
         tx.commit()?;
+        self.unlock_cache.forget(address);
         Ok(PasswordReset::NewKeys {
             recovery_code,
             fingerprint: user_key.fingerprint(),
@@ -581,6 +599,7 @@ impl MailStore {
         }
         put_record(tx.as_mut(), USERS, address.to_string().as_bytes(), &user)?;
         tx.commit()?;
+        self.unlock_cache.forget(address);
         Ok(())
     }
 

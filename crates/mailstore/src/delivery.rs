@@ -143,7 +143,7 @@ pub(crate) fn delete_message(
 }
 
 /// Refuse a message that would take an account over its quota, before anything is written.
-fn check_quota(
+pub(crate) fn check_quota(
     tx: &(impl ReadTransaction + ?Sized),
     user: &UserRecord,
     size_bytes: u64,
@@ -271,6 +271,15 @@ impl MailStore {
             results.push(Ok(DeliveryReport { delivered }));
         }
         tx.commit()?;
+        let mut changed = BTreeSet::new();
+        for report in results.iter().flatten() {
+            for (_, account, _) in &report.delivered {
+                changed.insert(account.clone());
+            }
+        }
+        for account in changed {
+            self.notify(&account, &inbox);
+        }
         Ok(results)
     }
 

@@ -26,15 +26,21 @@ mod delivery;
 pub mod error;
 mod export;
 pub mod index;
+mod notify;
 pub mod records;
 mod session;
+mod unlock_cache;
 
 pub use accounts::{PasswordAuthority, PasswordReset, UserCreated, UserSummary};
 pub use delivery::DeliveryReport;
 pub use error::{Result, StoreError};
 pub use export::ExportSummary;
+pub use notify::{ChangeCallback, MailboxChange, Subscription};
 pub use records::SpecialUse;
-pub use session::{MailboxInfo, MessageSummary, Unlocked};
+pub use session::{
+    CopiedMessages, MailboxInfo, MailboxStatus, MessageFlags, MessageSummary, Unlocked,
+};
+pub use unlock_cache::{UnlockCacheStats, UNLOCK_CACHE_ENTRIES_MAX, UNLOCK_CACHE_TTL_SECS};
 
 /// How the mail store is tuned; the server's configuration fills it in.
 #[derive(Clone, Copy, Debug)]
@@ -57,11 +63,18 @@ impl Default for StoreOptions {
 pub struct MailStore {
     engine: Arc<dyn Engine>,
     options: StoreOptions,
+    notifier: Arc<notify::Notifier>,
+    unlock_cache: Arc<unlock_cache::UnlockCache>,
 }
 
 impl MailStore {
     pub fn new(engine: Arc<dyn Engine>, options: StoreOptions) -> MailStore {
-        MailStore { engine, options }
+        MailStore {
+            engine,
+            options,
+            notifier: Arc::default(),
+            unlock_cache: Arc::default(),
+        }
     }
 
     pub fn engine_name(&self) -> &'static str {

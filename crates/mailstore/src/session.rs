@@ -168,6 +168,7 @@ impl Unlocked {
         }
         tx.delete(MAILBOXES, &records::mailbox_key(self.user.id, name))?;
         tx.commit()?;
+        self.store.notify(&self.user.address, name);
         Ok(())
     }
 
@@ -206,6 +207,7 @@ impl Unlocked {
                 .seal(&promoted, &session_key.to_bytes()),
         )?;
         tx.commit()?;
+        self.store.notify(&self.user.address, mailbox);
         Ok(uid)
     }
 
@@ -325,6 +327,7 @@ impl Unlocked {
         put_record(tx.as_mut(), MESSAGES, &message_key, &record)?;
         put_record(tx.as_mut(), MAILBOXES, &mailbox_key, &mailbox)?;
         tx.commit()?;
+        self.store.notify(&self.user.address, mailbox_name);
         Ok(record.modseq)
     }
 
@@ -363,6 +366,9 @@ impl Unlocked {
             put_record(tx.as_mut(), MAILBOXES, &mailbox_key, &mailbox)?;
         }
         tx.commit()?;
+        if !expunged.is_empty() {
+            self.store.notify(&self.user.address, mailbox_name);
+        }
         Ok(expunged)
     }
 
@@ -479,4 +485,421 @@ fn open_index(session_key: &SessionKey, record: &MessageRecord) -> Result<IndexR
         .derive(INDEX_KEY_PURPOSE)
         .open(INDEX_CONTEXT, &record.sealed_index)?;
     records::decode("index record", &bytes)
+}
+
+/// A mailbox's counts, read from the clear metadata only (no decryption): IMAP STATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxStatus {
+    pub messages: u64,
+    pub unseen: u64,
+    pub deleted: u64,
+    pub size_bytes: u64,
+    pub uid_next: u32,
+    pub uid_validity: u32,
+    pub highest_modseq: u64,
+}
+
+/// A message's clear metadata (no decryption): what SELECT and change tracking need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFlags {
+    pub uid: u32,
+    pub flags: u8,
+    pub keywords: Vec<String>,
+    pub modseq: u64,
+    pub size_bytes: u64,
+    pub internal_date_unix: i64,
+}
+
+/// Where COPY or MOVE put the messages: the target's UIDVALIDITY and (source UID, new UID)
+/// pairs, for the RFC 4315 COPYUID response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedMessages {
+    pub uid_validity: u32,
+    pub uids: Vec<(u32, u32)>,
+}
+
+/// Looking up UIDs one by one beats scanning the mailbox below this many.
+const UID_LOOKUPS_BEFORE_SCAN_MAX: usize = 64;
+
+impl Unlocked {
+    /// Counts for IMAP STATUS, without decrypting anything.
+    pub fn mailbox_status(&self, name: &MailboxName) -> Result<MailboxStatus> {
+        let tx = self.store.engine.begin_read()?;
+        let mailbox = self.mailbox(tx.as_ref(), name)?;
+        let mut status = MailboxStatus {
+            uid_next: mailbox.uid_next,
+            uid_validity: mailbox.uid_validity,
+            highest_modseq: mailbox.highest_modseq,
+            ..MailboxStatus::default()
+        };
+        for (_, record) in message_rows(tx.as_ref(), &mailbox)? {
+            status.messages += 1;
+            status.size_bytes = status.size_bytes.saturating_add(record.size_bytes);
+            if record.flags & records::flag_bits::SEEN == 0 {
+                status.unseen += 1;
+            }
+            if record.flags & records::flag_bits::DELETED != 0 {
+                status.deleted += 1;
+            }
+        }
+        Ok(status)
+    }
+
+    /// The mailbox and every message's clear metadata, from one consistent snapshot.
+    pub fn list_flags(&self, name: &MailboxName) -> Result<(MailboxInfo, Vec<MessageFlags>)> {
+        let tx = self.store.engine.begin_read()?;
+        let mailbox = self.mailbox(tx.as_ref(), name)?;
+        let messages = message_rows(tx.as_ref(), &mailbox)?
+            .into_iter()
+            .map(|(uid, record)| MessageFlags {
+                uid,
+                flags: record.flags,
+                keywords: record.keywords,
+                modseq: record.modseq,
+                size_bytes: record.size_bytes,
+                internal_date_unix: record.internal_date_unix,
+            })
+            .collect();
+        Ok((info_of(name.clone(), &mailbox), messages))
+    }
+
+    /// Like [`Unlocked::list_messages`] for some UIDs only (those that no longer exist are
+    /// left out), in UID order.
+    pub fn summaries(
+        &self,
+        mailbox_name: &MailboxName,
+        uids: &[u32],
+    ) -> Result<Vec<MessageSummary>> {
+        let tx = self.store.engine.begin_read()?;
+        let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
+        let rows = rows_for(tx.as_ref(), &mailbox, uids)?;
+        let mut promotions = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (uid, record) in rows {
+            let index = match self.session_key(tx.as_ref(), &record, &mut promotions) {
+                Ok(session_key) => Some(open_index(&session_key, &record)?),
+                Err(StoreError::KeyLost(_)) => None,
+                Err(error) => return Err(error),
+            };
+            out.push(MessageSummary {
+                uid,
+                flags: record.flags,
+                keywords: record.keywords,
+                size_bytes: record.size_bytes,
+                internal_date_unix: record.internal_date_unix,
+                modseq: record.modseq,
+                index,
+            });
+        }
+        drop(tx);
+        self.save_promotions(promotions)?;
+        Ok(out)
+    }
+
+    /// The search terms of several messages from one snapshot; messages encrypted to a lost
+    /// key, or gone, are left out.
+    pub fn search_terms_many(
+        &self,
+        mailbox_name: &MailboxName,
+        uids: &[u32],
+    ) -> Result<Vec<(u32, SearchTerms)>> {
+        let tx = self.store.engine.begin_read()?;
+        let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
+        let rows = rows_for(tx.as_ref(), &mailbox, uids)?;
+        let mut promotions = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (uid, record) in rows {
+            let session_key = match self.session_key(tx.as_ref(), &record, &mut promotions) {
+                Ok(session_key) => session_key,
+                Err(StoreError::KeyLost(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            let bytes = session_key
+                .derive(TERMS_KEY_PURPOSE)
+                .open(TERMS_CONTEXT, &record.sealed_terms)?;
+            out.push((uid, records::decode("search terms", &bytes)?));
+        }
+        drop(tx);
+        self.save_promotions(promotions)?;
+        Ok(out)
+    }
+
+    /// Replace the flags and keywords of several messages in one durable commit; UIDs that no
+    /// longer exist are skipped. Returns (UID, new MODSEQ) for each message changed.
+    pub fn set_flags_many(
+        &self,
+        mailbox_name: &MailboxName,
+        changes: &[(u32, u8, Vec<String>)],
+    ) -> Result<Vec<(u32, u64)>> {
+        if let Some((_, _, keywords)) = changes
+            .iter()
+            .find(|(_, _, keywords)| keywords.len() > KEYWORDS_PER_MESSAGE_MAX)
+        {
+            return Err(StoreError::TooMany {
+                what: "keywords",
+                limit: KEYWORDS_PER_MESSAGE_MAX.min(keywords.len()),
+            });
+        }
+        let mut tx = self.store.engine.begin_write()?;
+        let mailbox_key = records::mailbox_key(self.user.id, mailbox_name);
+        let mut mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
+        let mut changed = Vec::with_capacity(changes.len());
+        for (uid, flags, keywords) in changes {
+            let message_key = records::message_key(mailbox.id, *uid);
+            let Some(mut record) =
+                get_record::<MessageRecord>(tx.as_ref(), MESSAGES, &message_key)?
+            else {
+                continue;
+            };
+            mailbox.highest_modseq += 1;
+            record.flags = *flags;
+            record.keywords = keywords.clone();
+            record.modseq = mailbox.highest_modseq;
+            put_record(tx.as_mut(), MESSAGES, &message_key, &record)?;
+            changed.push((*uid, record.modseq));
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        put_record(tx.as_mut(), MAILBOXES, &mailbox_key, &mailbox)?;
+        tx.commit()?;
+        self.store.notify(&self.user.address, mailbox_name);
+        Ok(changed)
+    }
+
+    /// Copy messages into another mailbox (IMAP COPY): the stored OpenPGP message is copied
+    /// as it is (no re-encryption), with its promoted key; quota is charged per copy.
+    pub fn copy_messages(
+        &self,
+        from: &MailboxName,
+        uids: &[u32],
+        to: &MailboxName,
+    ) -> Result<CopiedMessages> {
+        let mut tx = self.store.engine.begin_write()?;
+        let source = self.mailbox(tx.as_ref(), from)?;
+        let target_key = records::mailbox_key(self.user.id, to);
+        let mut target = self.mailbox(tx.as_ref(), to)?;
+        let user = user_record(tx.as_ref(), &self.user.address)?;
+        let usage_key = records::u64_key(self.user.id);
+        let mut copied = Vec::new();
+        for (uid, mut record) in rows_for(tx.as_ref(), &source, uids)? {
+            crate::delivery::check_quota(tx.as_ref(), &user, record.size_bytes)?;
+            let blob = stored_blob(tx.as_ref(), &record)?;
+            let old_promoted = records::promoted_key(self.user.id, record.blob_id);
+            let promoted_session_key = match tx.get(PROMOTED_KEYS, &old_promoted)? {
+                Some(sealed) => Some(zeroize::Zeroizing::new(
+                    self.promoted_key_sealer.open(&old_promoted, &sealed)?,
+                )),
+                None => None,
+            };
+            let blob_id = crate::next_id(tx.as_mut(), records::COUNTER_BLOB_ID)?;
+            tx.put(BLOBS, &records::u64_key(blob_id), &blob)?;
+            if let Some(session_key) = promoted_session_key {
+                let promoted = records::promoted_key(self.user.id, blob_id);
+                tx.put(
+                    PROMOTED_KEYS,
+                    &promoted,
+                    &self.promoted_key_sealer.seal(&promoted, &session_key),
+                )?;
+            }
+            let new_uid = take_uid(&mut target)?;
+            target.highest_modseq += 1;
+            record.blob_id = blob_id;
+            record.modseq = target.highest_modseq;
+            put_record(
+                tx.as_mut(),
+                MESSAGES,
+                &records::message_key(target.id, new_uid),
+                &record,
+            )?;
+            let mut usage: crate::records::UsageRecord =
+                get_record(tx.as_ref(), crate::records::USAGE, &usage_key)?.unwrap_or_default();
+            usage.bytes = usage.bytes.saturating_add(record.size_bytes);
+            usage.messages = usage.messages.saturating_add(1);
+            put_record(tx.as_mut(), crate::records::USAGE, &usage_key, &usage)?;
+            copied.push((uid, new_uid));
+        }
+        put_record(tx.as_mut(), MAILBOXES, &target_key, &target)?;
+        tx.commit()?;
+        if !copied.is_empty() {
+            self.store.notify(&self.user.address, to);
+        }
+        Ok(CopiedMessages {
+            uid_validity: target.uid_validity,
+            uids: copied,
+        })
+    }
+
+    /// Move messages into another mailbox (IMAP MOVE, RFC 6851) in one transaction: the
+    /// records are re-keyed under the target with new UIDs; blobs and promoted keys stay.
+    pub fn move_messages(
+        &self,
+        from: &MailboxName,
+        uids: &[u32],
+        to: &MailboxName,
+    ) -> Result<CopiedMessages> {
+        let mut tx = self.store.engine.begin_write()?;
+        let source_key = records::mailbox_key(self.user.id, from);
+        let mut source = self.mailbox(tx.as_ref(), from)?;
+        let target_key = records::mailbox_key(self.user.id, to);
+        let mut target = self.mailbox(tx.as_ref(), to)?;
+        if source.id == target.id {
+            return Err(StoreError::MailboxExists(to.clone()));
+        }
+        let mut moved = Vec::new();
+        for (uid, mut record) in rows_for(tx.as_ref(), &source, uids)? {
+            tx.delete(MESSAGES, &records::message_key(source.id, uid))?;
+            let new_uid = take_uid(&mut target)?;
+            target.highest_modseq += 1;
+            record.modseq = target.highest_modseq;
+            put_record(
+                tx.as_mut(),
+                MESSAGES,
+                &records::message_key(target.id, new_uid),
+                &record,
+            )?;
+            moved.push((uid, new_uid));
+        }
+        if !moved.is_empty() {
+            source.highest_modseq += 1;
+            put_record(tx.as_mut(), MAILBOXES, &source_key, &source)?;
+            put_record(tx.as_mut(), MAILBOXES, &target_key, &target)?;
+        }
+        tx.commit()?;
+        if !moved.is_empty() {
+            self.store.notify(&self.user.address, from);
+            self.store.notify(&self.user.address, to);
+        }
+        Ok(CopiedMessages {
+            uid_validity: target.uid_validity,
+            uids: moved,
+        })
+    }
+
+    /// Rename a mailbox and its children (RFC 9051 section 6.3.6). Renaming INBOX moves its
+    /// messages into a new mailbox and leaves INBOX empty, as the RFC asks.
+    pub fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> Result<()> {
+        let mut tx = self.store.engine.begin_write()?;
+        let source = self.mailbox(tx.as_ref(), from)?;
+        if tx
+            .get(MAILBOXES, &records::mailbox_key(self.user.id, to))?
+            .is_some()
+        {
+            return Err(StoreError::MailboxExists(to.clone()));
+        }
+        if from.is_inbox() {
+            let mut target = create_mailbox_in(tx.as_mut(), self.user.id, to, None)?;
+            for (uid, record) in message_rows(tx.as_ref(), &source)? {
+                tx.delete(MESSAGES, &records::message_key(source.id, uid))?;
+                put_record(
+                    tx.as_mut(),
+                    MESSAGES,
+                    &records::message_key(target.id, uid),
+                    &record,
+                )?;
+            }
+            target.uid_next = source.uid_next;
+            target.highest_modseq = source.highest_modseq;
+            put_record(
+                tx.as_mut(),
+                MAILBOXES,
+                &records::mailbox_key(self.user.id, to),
+                &target,
+            )?;
+            let mut inbox = source;
+            inbox.highest_modseq += 1;
+            put_record(
+                tx.as_mut(),
+                MAILBOXES,
+                &records::mailbox_key(self.user.id, from),
+                &inbox,
+            )?;
+        } else {
+            let child_prefix = format!("{}{}", from.as_str(), MailboxName::HIERARCHY_SEPARATOR);
+            let mut renames = vec![(from.clone(), to.clone(), source)];
+            let user_prefix = records::u64_key(self.user.id);
+            for (key, value) in tx.scan(
+                MAILBOXES,
+                KeyRange::prefix(&[&user_prefix[..], child_prefix.as_bytes()].concat()),
+                MAILBOXES_PER_USER_MAX,
+            )? {
+                let old_name = String::from_utf8(key[8..].to_vec())
+                    .map_err(|_| StoreError::Corrupted("mailbox name".into()))?;
+                let new_name = format!("{}{}", to.as_str(), &old_name[from.as_str().len()..]);
+                renames.push((
+                    MailboxName::try_from(old_name)?,
+                    MailboxName::try_from(new_name)?,
+                    records::decode("mailbox", &value)?,
+                ));
+            }
+            for (old_name, new_name, record) in &renames {
+                let new_key = records::mailbox_key(self.user.id, new_name);
+                if tx.get(MAILBOXES, &new_key)?.is_some() {
+                    return Err(StoreError::MailboxExists(new_name.clone()));
+                }
+                tx.delete(MAILBOXES, &records::mailbox_key(self.user.id, old_name))?;
+                put_record(tx.as_mut(), MAILBOXES, &new_key, record)?;
+            }
+        }
+        tx.commit()?;
+        self.store.notify(&self.user.address, from);
+        self.store.notify(&self.user.address, to);
+        Ok(())
+    }
+
+    /// Mark a mailbox subscribed or not (IMAP SUBSCRIBE, UNSUBSCRIBE, LSUB).
+    pub fn set_subscribed(&self, name: &MailboxName, subscribed: bool) -> Result<()> {
+        let mut tx = self.store.engine.begin_write()?;
+        let key = records::mailbox_key(self.user.id, name);
+        let mut mailbox = self.mailbox(tx.as_ref(), name)?;
+        if mailbox.subscribed == subscribed {
+            return Ok(());
+        }
+        mailbox.subscribed = subscribed;
+        put_record(tx.as_mut(), MAILBOXES, &key, &mailbox)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn info_of(name: MailboxName, record: &MailboxRecord) -> MailboxInfo {
+    MailboxInfo {
+        name,
+        special_use: record.special_use,
+        uid_validity: record.uid_validity,
+        uid_next: record.uid_next,
+        highest_modseq: record.highest_modseq,
+        subscribed: record.subscribed,
+    }
+}
+
+fn take_uid(mailbox: &mut MailboxRecord) -> Result<u32> {
+    let uid = mailbox.uid_next;
+    mailbox.uid_next = uid.checked_add(1).ok_or(StoreError::TooMany {
+        what: "messages in this mailbox's UID space",
+        limit: u32::MAX as usize,
+    })?;
+    Ok(uid)
+}
+
+/// The messages of a mailbox with these UIDs, in UID order; missing ones are left out.
+fn rows_for(
+    tx: &(impl ReadTransaction + ?Sized),
+    mailbox: &MailboxRecord,
+    uids: &[u32],
+) -> Result<Vec<(u32, MessageRecord)>> {
+    let wanted: std::collections::BTreeSet<u32> = uids.iter().copied().collect();
+    if wanted.len() > UID_LOOKUPS_BEFORE_SCAN_MAX {
+        return Ok(message_rows(tx, mailbox)?
+            .into_iter()
+            .filter(|(uid, _)| wanted.contains(uid))
+            .collect());
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for uid in wanted {
+        if let Some(record) = get_record(tx, MESSAGES, &records::message_key(mailbox.id, uid))? {
+            out.push((uid, record));
+        }
+    }
+    Ok(out)
 }
