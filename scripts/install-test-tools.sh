@@ -11,6 +11,8 @@ command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 #   python3: its poplib, imaplib and smtplib are the reference clients.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+#   mbsync (isync): syncs a mailbox both ways over IMAPS.
+command -v mbsync >/dev/null 2>&1 || missing+=(isync)
 #   fetchmail: drains a maildrop over POP3S.
 command -v fetchmail >/dev/null 2>&1 || missing+=(fetchmail)
 #   swaks: an SMTP client for MX and submission; its TLS and AUTH need these Perl modules.
