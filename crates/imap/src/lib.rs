@@ -27,6 +27,7 @@ mod search;
 mod sequence;
 mod session;
 pub mod syntax;
+pub mod training;
 
 /// What the IMAP server takes from the configuration.
 #[derive(Debug, Clone)]

@@ -1488,6 +1488,7 @@ impl Session {
         }
         let target = self.mailbox_name(mailbox)?;
         let from = selected.name.clone();
+        let (selected_name, target_name) = (from.clone(), target.clone());
         let uids: Vec<u32> = selected
             .resolve(set, uid)
             .into_iter()
@@ -1514,6 +1515,7 @@ impl Session {
         };
         let sources: Vec<u32> = copied.uids.iter().map(|(source, _)| *source).collect();
         let targets: Vec<u32> = copied.uids.iter().map(|(_, target)| *target).collect();
+        self.train_after_copy(&selected_name, &target_name, &targets);
         let code = if copied.uids.is_empty() {
             String::new()
         } else {
@@ -1531,6 +1533,21 @@ impl Session {
             return Ok(ok("MOVE completed"));
         }
         Ok(ok(&format!("{code}COPY completed")))
+    }
+
+    /// Junk training after a COPY or MOVE, on a blocking thread of its own once the command
+    /// is answered (see `training`).
+    fn train_after_copy(&self, from: &MailboxName, to: &MailboxName, targets: &[u32]) {
+        let Some(user) = self.user.clone() else {
+            return;
+        };
+        let store = self.shared.store.clone();
+        let (from, to, targets) = (from.clone(), to.clone(), targets.to_vec());
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = crate::training::after_copy(&store, &user, &from, &to, &targets) {
+                tracing::warn!("imap: junk training failed: {error}");
+            }
+        });
     }
 
     /// IDLE (RFC 2177): report changes as they happen until the client sends DONE.

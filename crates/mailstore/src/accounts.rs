@@ -378,6 +378,10 @@ impl MailStore {
             tx.delete(records::PROMOTED_KEYS, &key)?;
         }
         tx.delete(USAGE, &id_key)?;
+        tx.delete(
+            crate::spam_models::SPAM_MODELS,
+            &crate::spam_models::user_model_key(user.id),
+        )?;
         tx.delete(USERS_BY_ID, &id_key)?;
         tx.delete(USERS, address.to_string().as_bytes())?;
         tx.commit()?;

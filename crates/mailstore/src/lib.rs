@@ -29,6 +29,7 @@ pub mod index;
 mod notify;
 pub mod records;
 mod session;
+mod spam_models;
 mod unlock_cache;
 
 pub use accounts::{PasswordAuthority, PasswordReset, UserCreated, UserSummary};
@@ -37,6 +38,7 @@ pub use error::{Result, StoreError};
 pub use export::ExportSummary;
 pub use notify::{ChangeCallback, MailboxChange, Subscription};
 pub use records::SpecialUse;
+pub use spam_models::ModelOwner;
 pub use session::{
     CopiedMessages, MailboxInfo, MailboxStatus, MessageFlags, MessageSummary, Unlocked,
 };
