@@ -404,7 +404,17 @@ impl MailStore {
         }
         let user = {
             let tx = self.engine.begin_read()?;
-            user_record(tx.as_ref(), address)?
+            match user_record(tx.as_ref(), address) {
+                Ok(user) => user,
+                Err(StoreError::NoSuchUser(unknown)) => {
+                    // Spend what a wrong password costs, so the answer's timing does not tell
+                    // which accounts exist.
+                    self.unlock_cache.count_password_kdf_run();
+                    let _ = kdf::derive(secret.expose(), &kdf::random_salt(), self.options.kdf);
+                    return Err(StoreError::NoSuchUser(unknown));
+                }
+                Err(error) => return Err(error),
+            }
         };
         // The unlock cache first (DESIGN.md point 8): honoured only while the account still
         // holds the password wrap it was unlocked through.

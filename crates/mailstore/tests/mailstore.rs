@@ -566,3 +566,16 @@ fn sessions_can_move_between_threads() {
     assert_send_sync::<letterlock_mailstore::Unlocked>();
     assert_send_sync::<MailStore>();
 }
+
+#[test]
+fn an_unknown_account_costs_a_kdf_run_like_a_wrong_password() {
+    let (_dir, store, _) = setup();
+    let before = store.unlock_cache_stats().password_kdf_runs;
+    assert!(matches!(
+        store.unlock(&address("nobody@example.org"), &Secret::from(PASSWORD)),
+        Err(StoreError::NoSuchUser(_))
+    ));
+    assert_eq!(store.unlock_cache_stats().password_kdf_runs, before + 1);
+    assert!(store.unlock(&address("alice@example.org"), &Secret::from("wrong one")).is_err());
+    assert_eq!(store.unlock_cache_stats().password_kdf_runs, before + 2);
+}
