@@ -220,6 +220,15 @@ impl Unlocked {
         let tx = self.store.engine.begin_read()?;
         let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let rows = message_rows(tx.as_ref(), &mailbox)?;
+        self.summarise(tx, rows)
+    }
+
+    /// Summaries of `rows` read in `tx`, promoting the session keys read for the first time.
+    fn summarise(
+        &self,
+        tx: Box<dyn ReadTransaction + '_>,
+        rows: Vec<(u32, MessageRecord)>,
+    ) -> Result<Vec<MessageSummary>> {
         let mut promotions = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
         for (uid, record) in rows {
@@ -573,27 +582,7 @@ impl Unlocked {
         let tx = self.store.engine.begin_read()?;
         let mailbox = self.mailbox(tx.as_ref(), mailbox_name)?;
         let rows = rows_for(tx.as_ref(), &mailbox, uids)?;
-        let mut promotions = Vec::new();
-        let mut out = Vec::with_capacity(rows.len());
-        for (uid, record) in rows {
-            let index = match self.session_key(tx.as_ref(), &record, &mut promotions) {
-                Ok(session_key) => Some(open_index(&session_key, &record)?),
-                Err(StoreError::KeyLost(_)) => None,
-                Err(error) => return Err(error),
-            };
-            out.push(MessageSummary {
-                uid,
-                flags: record.flags,
-                keywords: record.keywords,
-                size_bytes: record.size_bytes,
-                internal_date_unix: record.internal_date_unix,
-                modseq: record.modseq,
-                index,
-            });
-        }
-        drop(tx);
-        self.save_promotions(promotions)?;
-        Ok(out)
+        self.summarise(tx, rows)
     }
 
     /// The search terms of several messages from one snapshot; messages encrypted to a lost
