@@ -28,3 +28,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+#   dkimpy (PyNaCl for its Ed25519, RFC 8463): verifies outbound DKIM signatures. From PyPI
+#   when the python3 on PATH has pip (it may not be Debian's), else Debian's packages.
+if ! python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    echo "installing test tools: dkimpy pynacl (pip)"
+    python3 -m pip install -q dkimpy pynacl dnspython 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages dkimpy pynacl dnspython
+  else
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    echo "installing test tools: python3-dkim python3-nacl"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-dkim python3-nacl >/dev/null
+  fi
+fi

@@ -9,12 +9,14 @@
 //! - `trace`: the `Return-Path` and `Received` headers.
 //! - `settings`: every limit, named, with its default.
 //!
-//! Not here yet: outbound delivery (remote recipients on submission get a temporary `451`),
-//! DSN generation, DKIM/SPF/DMARC.
+//! Submitted mail for remote recipients is DKIM-signed (Ed25519 and RSA) and put in the
+//! outbound queue (`letterlock-queue`) when an [`Outbound`] is given; without one, remote
+//! recipients get a temporary `451`. Not here yet: inbound SPF/DKIM/DMARC checks.
 
 use std::sync::Arc;
 
 use letterlock_mailstore::MailStore;
+pub use letterlock_queue::Outbound;
 use letterlock_server::{Connection, SessionFuture, SessionHandler};
 
 pub mod batcher;
@@ -50,7 +52,17 @@ impl SessionHandler for SmtpHandler {
 
 /// The handler to put in `Handlers { smtp: Some(..), .. }`. Starts the group-commit thread.
 pub fn handler(store: MailStore, settings: Settings) -> std::io::Result<Arc<dyn SessionHandler>> {
+    handler_with_outbound(store, settings, None)
+}
+
+/// As [`handler`], with submitted mail for remote recipients DKIM-signed and put in the
+/// outbound queue.
+pub fn handler_with_outbound(
+    store: MailStore,
+    settings: Settings,
+    outbound: Option<Outbound>,
+) -> std::io::Result<Arc<dyn SessionHandler>> {
     Ok(Arc::new(SmtpHandler {
-        server: SmtpServer::new(store, settings)?,
+        server: SmtpServer::with_outbound(store, settings, outbound)?,
     }))
 }

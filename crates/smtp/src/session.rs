@@ -4,8 +4,8 @@
 //! (RFC 1870), ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), CHUNKING (RFC 3030), STARTTLS
 //! (RFC 3207), REQUIRETLS (RFC 8689, offered only over TLS), AUTH PLAIN and LOGIN (RFC 4954,
 //! RFC 4616; submission only, only over TLS). DSN parameters (RFC 3461: RET, ENVID, NOTIFY,
-//! ORCPT) are accepted and ignored: DSN is not advertised, there is no outbound queue to honour
-//! them yet.
+//! ORCPT) are accepted and ignored: DSN is not advertised; the outbound queue reports every
+//! failure and no success.
 //!
 //! The session reads commands, answers them, and flushes its answers whenever it would wait for
 //! the client (RFC 2920 section 3.2), so a pipelining client gets its replies in one write.
@@ -32,6 +32,7 @@ use crate::limiter::AuthLimiter;
 use crate::reply::Reply;
 use crate::settings::{Settings, AUTH_LINE_LENGTH_MAX_BYTES};
 use crate::trace::{new_transaction_id, now_unix, trace_headers, TraceInfo};
+use letterlock_queue::{Outbound, QueueError};
 
 /// Bytes read from the socket at once.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -68,6 +69,8 @@ pub struct SmtpServer {
     settings: Settings,
     batcher: DeliveryBatcher,
     limiter: AuthLimiter,
+    /// The outbound queue and DKIM keys; without them, remote recipients get a `451`.
+    outbound: Option<Outbound>,
 }
 
 /// The session ends: the client left, went quiet, or the server is stopping. Any goodbye has
@@ -90,11 +93,22 @@ struct Authenticated {
 struct Transaction {
     /// The reverse-path as given; empty for the null sender.
     sender: String,
+    /// Local recipients, delivered through the group committer.
     recipients: Vec<EmailAddress>,
+    /// Remote recipients (submission only), put in the outbound queue.
+    remote_recipients: Vec<EmailAddress>,
     smtputf8: bool,
+    /// RFC 8689: the submitter asked that the message travel only over verified TLS.
+    requiretls: bool,
     /// BDAT chunks so far, or `None` before the first chunk.
     chunks: Option<Vec<u8>>,
     chunks_too_large: bool,
+}
+
+impl Transaction {
+    fn recipient_count(&self) -> usize {
+        self.recipients.len() + self.remote_recipients.len()
+    }
 }
 
 struct State {
@@ -259,6 +273,16 @@ fn describe_tls(connection: &rustls::ServerConnection) -> String {
 impl SmtpServer {
     /// The shared state of all sessions; starts the group committer thread.
     pub fn new(store: MailStore, settings: Settings) -> std::io::Result<Arc<SmtpServer>> {
+        SmtpServer::with_outbound(store, settings, None)
+    }
+
+    /// As [`SmtpServer::new`], with submitted mail for remote recipients DKIM-signed and
+    /// queued in `outbound`.
+    pub fn with_outbound(
+        store: MailStore,
+        settings: Settings,
+        outbound: Option<Outbound>,
+    ) -> std::io::Result<Arc<SmtpServer>> {
         let batcher = DeliveryBatcher::start(store.clone(), &settings)?;
         let limiter = AuthLimiter::new(
             settings.auth_failures_per_account_max,
@@ -270,6 +294,7 @@ impl SmtpServer {
             settings,
             batcher,
             limiter,
+            outbound,
         }))
     }
 
@@ -616,6 +641,7 @@ impl SmtpServer {
         state.transaction = Some(Transaction {
             sender: from.address,
             smtputf8,
+            requiretls: from.flags & smtp_proto::MAIL_REQUIRETLS != 0,
             ..Transaction::default()
         });
         Reply::new(250, "2.1.0", "sender OK")
@@ -628,7 +654,7 @@ impl SmtpServer {
         if transaction.chunks.is_some() {
             return Reply::new(503, "5.5.1", "RCPT after BDAT");
         }
-        if transaction.recipients.len() >= self.settings.recipients_per_message_max {
+        if transaction.recipient_count() >= self.settings.recipients_per_message_max {
             return Reply::new(452, "4.5.3", "too many recipients");
         }
         if has_quoted_or_routed_path(raw) {
@@ -670,10 +696,18 @@ impl SmtpServer {
         )
         .await;
         let reply = match lookup {
-            Ok(Ok(None)) => match state.mode {
-                Mode::Inbound => Reply::new(554, "5.7.1", "relay access denied"),
-                Mode::Submission => {
+            Ok(Ok(None)) => match (state.mode, &self.outbound) {
+                (Mode::Inbound, _) => Reply::new(554, "5.7.1", "relay access denied"),
+                (Mode::Submission, None) => {
                     Reply::new(451, "4.3.0", "outbound delivery is not available yet")
+                }
+                (Mode::Submission, Some(_)) => {
+                    if let Some(transaction) = &mut state.transaction {
+                        if !transaction.remote_recipients.contains(&recipient) {
+                            transaction.remote_recipients.push(recipient);
+                        }
+                    }
+                    Reply::new(250, "2.1.5", "recipient OK, will be relayed")
                 }
             },
             Ok(Ok(Some(_))) => {
@@ -705,7 +739,7 @@ impl SmtpServer {
             Some(transaction) if transaction.chunks.is_some() => {
                 Some(Reply::new(503, "5.5.1", "DATA after BDAT"))
             }
-            Some(transaction) if transaction.recipients.is_empty() => {
+            Some(transaction) if transaction.recipient_count() == 0 => {
                 Some(Reply::new(554, "5.5.1", "no valid recipients"))
             }
             Some(_) => None,
@@ -755,7 +789,7 @@ impl SmtpServer {
         }
         let mut scratch = Vec::new();
         let mut scratch_too_large = false;
-        let usable = matches!(&state.transaction, Some(t) if !t.recipients.is_empty());
+        let usable = matches!(&state.transaction, Some(t) if t.recipient_count() > 0);
         let (body, too_large) = match (&mut state.transaction, usable) {
             (Some(transaction), true) => {
                 let body = transaction.chunks.get_or_insert_with(Vec::new);
@@ -772,7 +806,7 @@ impl SmtpServer {
         }
         let reply = match &state.transaction {
             None => Reply::new(503, "5.5.1", "send MAIL first"),
-            Some(transaction) if transaction.recipients.is_empty() => {
+            Some(transaction) if transaction.recipient_count() == 0 => {
                 Reply::new(554, "5.5.1", "no valid recipients")
             }
             Some(transaction) if transaction.chunks_too_large => {
@@ -826,9 +860,16 @@ impl SmtpServer {
             (true, true, false) => "ESMTPS",
             (true, true, true) => "ESMTPSA",
         };
-        let single_recipient = match transaction.recipients.as_slice() {
-            [only] => Some(only.to_string()),
+        let single_recipient = match (
+            transaction.recipients.as_slice(),
+            transaction.remote_recipients.as_slice(),
+        ) {
+            ([only], []) | ([], [only]) => Some(only.to_string()),
             _ => None,
+        };
+        let signatures = match self.dkim_signatures(state, &body).await {
+            Ok(signatures) => signatures,
+            Err(reply) => return reply,
         };
         let mut message = trace_headers(
             &TraceInfo {
@@ -843,19 +884,137 @@ impl SmtpServer {
             &transaction_id,
             now_unix(),
         );
+        message.extend_from_slice(&signatures);
         message.extend_from_slice(&body);
         if message.len() > self.settings.message_size_max_bytes {
             return Reply::new(552, "5.3.4", "message size exceeds the limit");
         }
-        match self.batcher.deliver(transaction.recipients, message).await {
-            Ok(_) => {}
-            Err(error) => return delivery_error_reply(&error),
+        let remote = transaction.remote_recipients;
+        let requiretls = transaction.requiretls;
+        let sender = EmailAddress::try_from(transaction.sender.as_str()).ok();
+        if !transaction.recipients.is_empty() {
+            let local_message = if remote.is_empty() {
+                std::mem::take(&mut message)
+            } else {
+                message.clone()
+            };
+            match self
+                .batcher
+                .deliver(transaction.recipients, local_message)
+                .await
+            {
+                Ok(_) => {}
+                Err(error) => return delivery_error_reply(&error),
+            }
+        }
+        if !remote.is_empty() {
+            if let Err(reply) = self.enqueue(sender, remote, requiretls, message).await {
+                return reply;
+            }
         }
         if let Some(authenticated) = &state.auth {
             self.store_sent_copy(Arc::clone(&authenticated.unlocked), body)
                 .await;
         }
         Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
+    }
+
+    /// Put a submitted message in the outbound queue (a durable commit, sealed under the spool
+    /// key) and wake the runner.
+    async fn enqueue(
+        &self,
+        sender: Option<EmailAddress>,
+        recipients: Vec<EmailAddress>,
+        requiretls: bool,
+        message: Vec<u8>,
+    ) -> Result<(), Reply> {
+        let Some(outbound) = &self.outbound else {
+            return Err(Reply::new(
+                451,
+                "4.3.0",
+                "outbound delivery is not available",
+            ));
+        };
+        let queue = outbound.queue.clone();
+        let queued = tokio::task::spawn_blocking(move || {
+            queue.enqueue(sender, &recipients, requiretls, &message)
+        })
+        .await;
+        match queued {
+            Ok(Ok(id)) => {
+                tracing::info!(entry = %id, "queued for remote delivery");
+                if let Some(wake) = &outbound.wake {
+                    wake.notify_one();
+                }
+                Ok(())
+            }
+            Ok(Err(QueueError::MessageTooLarge { .. })) => {
+                Err(Reply::new(552, "5.3.4", "message size exceeds the limit"))
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not queue a message");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "temporary failure, try again later",
+                ))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not queue a message");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "temporary failure, try again later",
+                ))
+            }
+        }
+    }
+
+    /// The `DKIM-Signature` fields (Ed25519 and RSA, RFC 8463 and RFC 6376) for a submitted
+    /// message, by the domain of its `From:` header (the domain DMARC aligns with), when that
+    /// domain is ours. Nothing for inbound mail, or without outbound configured.
+    async fn dkim_signatures(&self, state: &State, body: &[u8]) -> Result<Vec<u8>, Reply> {
+        let (Some(outbound), Some(_)) = (&self.outbound, &state.auth) else {
+            return Ok(Vec::new());
+        };
+        let Some(from) = header_from_addresses(body).into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let dkim = outbound.dkim.clone();
+        let store = self.store.clone();
+        let body = body.to_vec();
+        let signed = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            if !store
+                .has_domain(from.domain())
+                .map_err(|error| error.to_string())?
+            {
+                return Ok(Vec::new());
+            }
+            let signer = dkim
+                .signer(from.domain())
+                .map_err(|error| error.to_string())?;
+            signer.sign(&body).map_err(|error| error.to_string())
+        })
+        .await;
+        match signed {
+            Ok(Ok(signatures)) => Ok(signatures),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "DKIM signing failed");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "temporary failure, try again later",
+                ))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "DKIM signing failed");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "temporary failure, try again later",
+                ))
+            }
+        }
     }
 
     /// A copy of what the user sent, as they sent it, in their Sent mailbox. The message is

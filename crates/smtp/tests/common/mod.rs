@@ -14,6 +14,7 @@ use letterlock_server::config::ListenAddress;
 use letterlock_server::{tls, Config, Handlers, Server, Service, ShutdownSignal};
 use letterlock_smtp::{Mode, SessionContext, Settings, SmtpServer};
 use letterlock_storage::embedded::EmbeddedEngine;
+use letterlock_storage::Engine;
 use letterlock_types::{Domain, EmailAddress, MailboxName, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -33,31 +34,40 @@ pub fn address(text: &str) -> EmailAddress {
 pub struct TestStore {
     pub dir: tempfile::TempDir,
     pub store: MailStore,
+    /// The engine under `store`, for the outbound queue's own tables.
+    pub engine: Arc<dyn Engine>,
 }
 
 /// A store with example.org, alice and bob, and sales@ as an alias of alice.
 pub fn test_store() -> TestStore {
+    let store = test_store_for("example.org", &[ALICE, BOB]);
+    store
+        .store
+        .add_alias(ALICE_ALIAS, &[address(ALICE)])
+        .expect("alias");
+    store
+}
+
+/// A store with one domain and these users (password [`PASSWORD`]).
+pub fn test_store_for(domain: &str, users: &[&str]) -> TestStore {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = EmbeddedEngine::open(dir.path()).expect("open engine");
+    let engine: Arc<dyn Engine> = Arc::new(EmbeddedEngine::open(dir.path()).expect("open engine"));
     let store = MailStore::new(
-        Arc::new(engine),
+        Arc::clone(&engine),
         StoreOptions {
             kdf: KdfParams::INSECURE_FOR_TESTS,
             message_size_max_bytes: 4 * 1024 * 1024,
         },
     );
     store
-        .add_domain(&Domain::try_from("example.org").expect("domain"))
+        .add_domain(&Domain::try_from(domain).expect("domain"))
         .expect("domain");
-    for user in [ALICE, BOB] {
+    for user in users {
         store
             .add_user(&address(user), &Secret::from(PASSWORD), 0, None)
             .expect("user");
     }
-    store
-        .add_alias(ALICE_ALIAS, &[address(ALICE)])
-        .expect("alias");
-    TestStore { dir, store }
+    TestStore { dir, store, engine }
 }
 
 pub fn test_settings() -> Settings {
@@ -196,6 +206,15 @@ pub struct RunningServer {
 
 impl RunningServer {
     pub async fn start(store: &TestStore, settings: Settings) -> RunningServer {
+        RunningServer::start_with_outbound(store, settings, None).await
+    }
+
+    /// As `start`, with submitted mail for remote recipients signed and queued in `outbound`.
+    pub async fn start_with_outbound(
+        store: &TestStore,
+        settings: Settings,
+        outbound: Option<letterlock_smtp::Outbound>,
+    ) -> RunningServer {
         let data = store.dir.path();
         let mut config = Config::default_for(data);
         for service in Service::ALL {
@@ -213,7 +232,9 @@ impl RunningServer {
         }
         config.validate().expect("config");
         let identity = tls::load_or_generate(&config, data).expect("tls");
-        let handler = letterlock_smtp::handler(store.store.clone(), settings).expect("handler");
+        let handler =
+            letterlock_smtp::handler_with_outbound(store.store.clone(), settings, outbound)
+                .expect("handler");
         let server = Server::bind(
             &config,
             Arc::clone(&identity.server_config),

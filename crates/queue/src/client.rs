@@ -1,0 +1,519 @@
+//! The SMTP client side of outbound delivery (RFC 5321): one transaction with one remote host
+//! for several recipients of one domain, STARTTLS whenever offered (RFC 3207), REQUIRETLS
+//! honoured (RFC 8689), and a result per recipient.
+//!
+//! TLS: with REQUIRETLS the certificate must verify against the configured roots and name the
+//! MX host, or nothing is sent. Otherwise TLS is opportunistic (RFC 7435): a certificate that
+//! does not verify is used anyway (it still defeats passive listening), because the alternative
+//! in SMTP is plaintext, not no delivery. MTA-STS and DANE, which make verification mandatory
+//! for a domain, are not enforced yet.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use letterlock_types::EmailAddress;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets; servers exceed it, so a
+/// line is cut here rather than refused.
+pub const REPLY_LINE_LENGTH_MAX_BYTES: usize = 4096;
+/// Lines of one multiline reply (an EHLO lists a few dozen at most).
+pub const REPLY_LINES_MAX: usize = 100;
+
+/// Timeouts of one delivery attempt (RFC 5321 section 4.5.3.2 gives the minimums servers
+/// expect from clients: 5 minutes for most replies, 10 after the final dot).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    pub data_end: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            command: Duration::from_secs(5 * 60),
+            data_end: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// What one recipient's delivery came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    Delivered(String),
+    Temporary(String),
+    Permanent(String),
+}
+
+/// The whole transaction with one host failed before any recipient had its own answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFailure {
+    pub permanent: bool,
+    pub text: String,
+}
+
+impl HostFailure {
+    fn temporary(text: impl Into<String>) -> HostFailure {
+        HostFailure {
+            permanent: false,
+            text: text.into(),
+        }
+    }
+
+    fn permanent(text: impl Into<String>) -> HostFailure {
+        HostFailure {
+            permanent: true,
+            text: text.into(),
+        }
+    }
+}
+
+/// One SMTP reply: its code and its text lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// `550 5.1.1 no such user` (multiline replies joined with spaces).
+    pub fn summary(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" "))
+    }
+}
+
+/// One transaction to do: the envelope of one domain's recipients and the message.
+pub struct Transaction<'a> {
+    pub sender: Option<&'a EmailAddress>,
+    pub recipients: &'a [EmailAddress],
+    pub message: &'a [u8],
+    pub requiretls: bool,
+}
+
+/// How to talk to remote hosts.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// The name in EHLO: the server's own host name.
+    pub hostname: String,
+    pub port: u16,
+    pub timeouts: Timeouts,
+    /// Roots a certificate must chain to to count as verified.
+    pub roots: Arc<RootCertStore>,
+}
+
+/// The operating system's trusted roots (`/etc/ssl/certs` on Debian), for [`ClientSettings`].
+/// Certificates that fail to parse are skipped; an empty store means every STARTTLS is
+/// opportunistic and REQUIRETLS mail cannot leave.
+pub fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "system root certificates");
+    }
+    let (added, skipped) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(added, skipped, "system root certificates loaded");
+    roots
+}
+
+/// Deliver `transaction` to `host` at `ip`.
+pub async fn deliver_to_host(
+    settings: &ClientSettings,
+    host: &str,
+    ip: IpAddr,
+    transaction: &Transaction<'_>,
+) -> Result<Vec<(EmailAddress, RcptOutcome)>, HostFailure> {
+    let address = SocketAddr::new(ip, settings.port);
+    let tcp =
+        match tokio::time::timeout(settings.timeouts.connect, TcpStream::connect(address)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(error)) => {
+                return Err(HostFailure::temporary(format!(
+                    "cannot connect to {host} [{address}]: {error}"
+                )))
+            }
+            Err(_) => {
+                return Err(HostFailure::temporary(format!(
+                    "connecting to {host} [{address}] timed out"
+                )))
+            }
+        };
+    let mut plain = Conn::new(tcp, settings.timeouts);
+    let greeting = plain.read_reply().await?;
+    if greeting.code != 220 {
+        return Err(HostFailure::temporary(format!(
+            "{host} greeted with {}",
+            greeting.summary()
+        )));
+    }
+    let extensions = plain.ehlo(&settings.hostname).await?;
+    if !has_extension(&extensions, "STARTTLS") {
+        if transaction.requiretls {
+            let _ = plain.command("QUIT").await;
+            return Err(HostFailure::permanent(format!(
+                "554 5.7.30 REQUIRETLS: {host} does not offer STARTTLS"
+            )));
+        }
+        return run_transaction(&mut plain, &extensions, transaction, host).await;
+    }
+    let reply = plain.command("STARTTLS").await?;
+    if reply.code != 220 {
+        if transaction.requiretls {
+            return Err(HostFailure::permanent(format!(
+                "554 5.7.30 REQUIRETLS: STARTTLS refused by {host}: {}",
+                reply.summary()
+            )));
+        }
+        // RFC 3207 section 4: a refused STARTTLS leaves a usable plain session.
+        return run_transaction(&mut plain, &extensions, transaction, host).await;
+    }
+    if !plain.buffer.is_empty() {
+        // Bytes that came before the handshake would be read as if protected (CVE-2011-0411).
+        return Err(HostFailure::temporary(format!(
+            "{host} sent data after its STARTTLS reply"
+        )));
+    }
+    let server_name = ServerName::try_from(host.to_string())
+        .map_err(|_| HostFailure::temporary(format!("{host} is not a valid TLS name")))?;
+    let connector = TlsConnector::from(Arc::new(tls_config(
+        &settings.roots,
+        transaction.requiretls,
+    )?));
+    let tls = match tokio::time::timeout(
+        settings.timeouts.command,
+        connector.connect(server_name, plain.stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            return Err(HostFailure::temporary(format!(
+                "TLS with {host} failed: {error}"
+            )))
+        }
+        Err(_) => return Err(HostFailure::temporary(format!("TLS with {host} timed out"))),
+    };
+    let mut secure = Conn::new(tls, settings.timeouts);
+    let extensions = secure.ehlo(&settings.hostname).await?;
+    if transaction.requiretls && !has_extension(&extensions, "REQUIRETLS") {
+        let _ = secure.command("QUIT").await;
+        return Err(HostFailure::permanent(format!(
+            "554 5.7.30 REQUIRETLS: {host} does not support REQUIRETLS"
+        )));
+    }
+    run_transaction(&mut secure, &extensions, transaction, host).await
+}
+
+async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    extensions: &[String],
+    transaction: &Transaction<'_>,
+    host: &str,
+) -> Result<Vec<(EmailAddress, RcptOutcome)>, HostFailure> {
+    let needs_utf8 = transaction
+        .sender
+        .is_some_and(|sender| !sender.to_string().is_ascii())
+        || transaction
+            .recipients
+            .iter()
+            .any(|recipient| !recipient.to_string().is_ascii());
+    let mut mail = format!(
+        "MAIL FROM:<{}>",
+        transaction
+            .sender
+            .map(|sender| sender.to_string())
+            .unwrap_or_default()
+    );
+    if has_extension(extensions, "SIZE") {
+        mail.push_str(&format!(" SIZE={}", transaction.message.len()));
+    }
+    if !transaction.message.is_ascii() && has_extension(extensions, "8BITMIME") {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if needs_utf8 {
+        if !has_extension(extensions, "SMTPUTF8") {
+            let _ = conn.command("QUIT").await;
+            return Err(HostFailure::permanent(format!(
+                "553 5.6.7 {host} does not support SMTPUTF8, which the addresses need"
+            )));
+        }
+        mail.push_str(" SMTPUTF8");
+    }
+    if transaction.requiretls {
+        mail.push_str(" REQUIRETLS");
+    }
+    let reply = conn.command(&mail).await?;
+    if !reply.is_positive() {
+        let _ = conn.command("QUIT").await;
+        return Err(HostFailure {
+            permanent: reply.is_permanent(),
+            text: format!("{host} refused MAIL: {}", reply.summary()),
+        });
+    }
+    let mut outcomes = Vec::with_capacity(transaction.recipients.len());
+    let mut accepted = Vec::new();
+    for recipient in transaction.recipients {
+        let reply = conn.command(&format!("RCPT TO:<{recipient}>")).await?;
+        if reply.is_positive() {
+            accepted.push(recipient.clone());
+        } else if reply.is_permanent() {
+            outcomes.push((recipient.clone(), RcptOutcome::Permanent(reply.summary())));
+        } else {
+            outcomes.push((recipient.clone(), RcptOutcome::Temporary(reply.summary())));
+        }
+    }
+    if accepted.is_empty() {
+        let _ = conn.command("QUIT").await;
+        return Ok(outcomes);
+    }
+    let reply = conn.command("DATA").await?;
+    if reply.code != 354 {
+        let _ = conn.command("QUIT").await;
+        let outcome = |text: String| {
+            if reply.is_permanent() {
+                RcptOutcome::Permanent(text)
+            } else {
+                RcptOutcome::Temporary(text)
+            }
+        };
+        for recipient in accepted {
+            outcomes.push((recipient, outcome(reply.summary())));
+        }
+        return Ok(outcomes);
+    }
+    let reply = conn.send_data(transaction.message).await?;
+    for recipient in accepted {
+        let outcome = if reply.is_positive() {
+            RcptOutcome::Delivered(reply.summary())
+        } else if reply.is_permanent() {
+            RcptOutcome::Permanent(reply.summary())
+        } else {
+            RcptOutcome::Temporary(reply.summary())
+        };
+        outcomes.push((recipient, outcome));
+    }
+    let _ = conn.command("QUIT").await;
+    Ok(outcomes)
+}
+
+fn has_extension(extensions: &[String], name: &str) -> bool {
+    extensions.iter().any(|line| {
+        line.split_whitespace()
+            .next()
+            .is_some_and(|keyword| keyword.eq_ignore_ascii_case(name))
+    })
+}
+
+/// A stream, its read buffer and its timeouts.
+struct Conn<S> {
+    stream: S,
+    buffer: Vec<u8>,
+    timeouts: Timeouts,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S, timeouts: Timeouts) -> Conn<S> {
+        Conn {
+            stream,
+            buffer: Vec::new(),
+            timeouts,
+        }
+    }
+
+    async fn ehlo(&mut self, hostname: &str) -> Result<Vec<String>, HostFailure> {
+        let reply = self.command(&format!("EHLO {hostname}")).await?;
+        if reply.code != 250 {
+            return Err(HostFailure::temporary(format!(
+                "EHLO refused: {}",
+                reply.summary()
+            )));
+        }
+        Ok(reply.lines.into_iter().skip(1).collect())
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Reply, HostFailure> {
+        self.write(format!("{line}\r\n").as_bytes(), self.timeouts.command)
+            .await?;
+        self.read_reply().await
+    }
+
+    /// The message, dot-stuffed (RFC 5321 section 4.5.2), then the final dot.
+    async fn send_data(&mut self, message: &[u8]) -> Result<Reply, HostFailure> {
+        let mut data = Vec::with_capacity(message.len() + message.len() / 50 + 5);
+        let mut at_line_start = true;
+        for &byte in message {
+            if at_line_start && byte == b'.' {
+                data.push(b'.');
+            }
+            data.push(byte);
+            at_line_start = byte == b'\n';
+        }
+        if !data.ends_with(b"\r\n") {
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        self.write(&data, self.timeouts.data_end).await?;
+        let saved = self.timeouts.command;
+        self.timeouts.command = self.timeouts.data_end;
+        let reply = self.read_reply().await;
+        self.timeouts.command = saved;
+        reply
+    }
+
+    async fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), HostFailure> {
+        let written = tokio::time::timeout(timeout, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(HostFailure::temporary(format!("write failed: {error}"))),
+            Err(_) => Err(HostFailure::temporary("write timed out")),
+        }
+    }
+
+    async fn read_line(&mut self) -> Result<String, HostFailure> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let mut text = String::from_utf8_lossy(&line).into_owned();
+                text.truncate(text.trim_end_matches(['\r', '\n']).len());
+                return Ok(text);
+            }
+            if self.buffer.len() > REPLY_LINE_LENGTH_MAX_BYTES {
+                return Err(HostFailure::temporary("reply line too long"));
+            }
+            let mut chunk = [0u8; 4096];
+            let read =
+                tokio::time::timeout(self.timeouts.command, self.stream.read(&mut chunk)).await;
+            match read {
+                Ok(Ok(0)) => return Err(HostFailure::temporary("connection closed")),
+                Ok(Ok(count)) => self.buffer.extend_from_slice(&chunk[..count]),
+                Ok(Err(error)) => {
+                    return Err(HostFailure::temporary(format!("read failed: {error}")))
+                }
+                Err(_) => return Err(HostFailure::temporary("no reply in time")),
+            }
+        }
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, HostFailure> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line().await?;
+            let code = line
+                .get(..3)
+                .and_then(|digits| digits.parse::<u16>().ok())
+                .filter(|code| (200..600).contains(code))
+                .ok_or_else(|| HostFailure::temporary(format!("malformed reply: {line:?}")))?;
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            if last {
+                return Ok(Reply { code, lines });
+            }
+            if lines.len() >= REPLY_LINES_MAX {
+                return Err(HostFailure::temporary("reply has too many lines"));
+            }
+        }
+    }
+}
+
+fn tls_config(roots: &Arc<RootCertStore>, verify: bool) -> Result<ClientConfig, HostFailure> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|error| HostFailure::temporary(format!("TLS setup: {error}")))?;
+    let webpki = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::clone(roots), Arc::clone(&provider))
+                .build()
+                .map_err(|error| HostFailure::temporary(format!("TLS setup: {error}")))?,
+        )
+    };
+    let config = match (verify, webpki) {
+        (true, Some(verifier)) => builder.with_webpki_verifier(verifier).with_no_client_auth(),
+        (true, None) => {
+            return Err(HostFailure::temporary(
+                "certificate verification required but no trusted roots are configured",
+            ))
+        }
+        (false, inner) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(OpportunisticVerifier {
+                inner,
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Opportunistic TLS (RFC 7435): verify if we can, say so in the log, use the session anyway.
+/// The handshake signature is still checked, so the peer holds the key of the certificate it
+/// showed.
+#[derive(Debug)]
+struct OpportunisticVerifier {
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for OpportunisticVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(inner) = &self.inner {
+            if let Err(error) =
+                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            {
+                tracing::info!(%error, server = ?server_name, "unverified TLS certificate, used opportunistically");
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

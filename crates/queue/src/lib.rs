@@ -1,0 +1,46 @@
+//! The outbound half of Letterlock's SMTP: a durable, encrypted queue of mail for remote
+//! recipients, its delivery to their MX hosts, DKIM signing, and bounces.
+//!
+//! - `spool_key`: the server secret that seals the queue and the DKIM keys, kept apart from
+//!   the data (a 0600 key file, or an environment variable).
+//! - `store`: the queue on the storage interface (its own tables; it never names an engine):
+//!   enqueue, the operator's list/show/retry/delete, and claims with a lease for the runners.
+//! - `resolver`: MX routing (RFC 5321 section 5.1, null MX RFC 7505) behind a trait: hickory
+//!   for real, a map for tests.
+//! - `client`: the SMTP client (RFC 5321, STARTTLS RFC 3207, REQUIRETLS RFC 8689).
+//! - `runner`: claims due entries, delivers per domain, retries with backoff until expiry
+//!   (RFC 5321 section 4.5.4.1), bounces.
+//! - `dsn`: bounces as RFC 3464 delivery status notifications.
+//! - `dkim`: per-domain Ed25519 (RFC 8463) and RSA (RFC 6376) keys, signing, DNS records.
+//!
+//! Not here yet: MTA-STS (RFC 8461), DANE (RFC 7672), TLS-RPT (RFC 8460); DSN requests of the
+//! submitter (RFC 3461 NOTIFY/RET/ENVID) are not honoured (failures are always reported,
+//! successes never).
+
+use std::sync::Arc;
+
+pub mod client;
+pub mod dkim;
+pub mod dsn;
+pub mod error;
+pub mod resolver;
+pub mod runner;
+pub mod spool_key;
+pub mod store;
+
+pub use dkim::{DkimKeys, DomainSigner, TxtRecord};
+pub use error::{QueueError, Result};
+pub use resolver::{HickoryResolver, MapResolver, Resolver};
+pub use runner::{Runner, RunnerSettings};
+pub use spool_key::SpoolKey;
+pub use store::{EntryStatus, Envelope, Queue, QueueId, QueueSettings, RecipientState};
+
+/// What the SMTP submission path needs to send mail out: the queue, the DKIM keys of the local
+/// domains, and the runner's wake-up (so a submitted message leaves at once, not at the next
+/// poll).
+#[derive(Clone)]
+pub struct Outbound {
+    pub queue: Queue,
+    pub dkim: DkimKeys,
+    pub wake: Option<Arc<tokio::sync::Notify>>,
+}

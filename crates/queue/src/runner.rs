@@ -1,0 +1,372 @@
+//! The delivery runner: claims due entries, delivers each to its destination domains (one SMTP
+//! transaction per domain, RFC 5321 section 5.1 routing), records each recipient's outcome,
+//! retries temporary failures with exponential backoff until the entry expires (RFC 5321
+//! section 4.5.4.1), and bounces permanent failures and expiries (RFC 3464) to the sender:
+//! into the sender's INBOX when the sender is local, through the queue otherwise.
+//!
+//! Several runners may work on one queue (threads, or nodes sharing a database): an entry is
+//! claimed with a lease in a write transaction, so only one runner holds it at a time. A runner
+//! that dies mid-delivery leaves the lease to run out, after which the entry is tried again:
+//! delivery is at-least-once, as in every MTA.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use letterlock_mailstore::MailStore;
+use letterlock_types::{Domain, EmailAddress};
+use tokio::sync::Notify;
+
+use crate::client::{deliver_to_host, ClientSettings, RcptOutcome, Transaction};
+use crate::dsn::{build_bounce, BounceReason};
+use crate::error::{QueueError, Result};
+use crate::resolver::{route, Resolver, Route};
+use crate::store::{now_unix, Claimed, Envelope, Finish, Queue, RecipientState};
+
+/// First retry after a temporary failure; each later one waits twice as long...
+pub const RETRY_INITIAL_SECS: u64 = 60;
+/// ...up to this.
+pub const RETRY_MAX_SECS: u64 = 3600;
+/// How long a claim holds an entry: longer than the slowest attempt (connect, commands and the
+/// 10-minute wait after DATA, for each MX host tried), so a live runner never loses its claim.
+pub const LEASE_SECS: u64 = 30 * 60;
+/// Entries claimed, and delivered concurrently, per round.
+pub const CLAIM_BATCH_MAX: usize = 16;
+/// The runner looks at the queue at least this often, even without being woken.
+pub const POLL_INTERVAL_SECS: u64 = 30;
+
+#[derive(Clone)]
+pub struct RunnerSettings {
+    pub client: ClientSettings,
+    pub retry_initial_secs: u64,
+    pub retry_max_secs: u64,
+    pub lease_secs: u64,
+    pub claim_batch_max: usize,
+    pub poll_interval: Duration,
+}
+
+impl RunnerSettings {
+    pub fn new(client: ClientSettings) -> RunnerSettings {
+        RunnerSettings {
+            client,
+            retry_initial_secs: RETRY_INITIAL_SECS,
+            retry_max_secs: RETRY_MAX_SECS,
+            lease_secs: LEASE_SECS,
+            claim_batch_max: CLAIM_BATCH_MAX,
+            poll_interval: Duration::from_secs(POLL_INTERVAL_SECS),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoundReport {
+    pub claimed: usize,
+    /// Entries that left the queue (everything delivered or bounced).
+    pub finished: usize,
+    /// Entries put back for a later attempt.
+    pub retried: usize,
+}
+
+/// The runner. Cheap to clone.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: Queue,
+    store: MailStore,
+    resolver: Arc<dyn Resolver>,
+    settings: RunnerSettings,
+    wake: Arc<Notify>,
+}
+
+impl Runner {
+    pub fn new(
+        queue: Queue,
+        store: MailStore,
+        resolver: Arc<dyn Resolver>,
+        settings: RunnerSettings,
+    ) -> Runner {
+        Runner {
+            inner: Arc::new(Inner {
+                queue,
+                store,
+                resolver,
+                settings,
+                wake: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// Notify this after an enqueue to have the runner look at once instead of at its next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.wake)
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    /// Deliver until `shutdown` completes. A round in progress at shutdown is abandoned: its
+    /// leases run out and the entries are tried again after a restart.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let round = tokio::select! {
+                round = self.run_once_at(now_unix()) => round,
+                _ = &mut shutdown => return,
+            };
+            if let Err(error) = round {
+                tracing::warn!(%error, "outbound queue round failed");
+            }
+            let sleep = self.time_to_next_due().await;
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.inner.wake.notified() => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    async fn time_to_next_due(&self) -> Duration {
+        let queue = self.inner.queue.clone();
+        let poll = self.inner.settings.poll_interval;
+        match tokio::task::spawn_blocking(move || queue.next_due_unix()).await {
+            Ok(Ok(Some(due))) => {
+                let wait = due.saturating_sub(now_unix()).max(0) as u64;
+                Duration::from_secs(wait)
+                    .min(poll)
+                    .max(Duration::from_millis(100))
+            }
+            _ => poll,
+        }
+    }
+
+    /// One round as if the clock read `now`: claim what is due, deliver it, record the outcome.
+    /// Tests pass a later `now` to reach retries without waiting.
+    pub async fn run_once_at(&self, now: i64) -> Result<RoundReport> {
+        let queue = self.inner.queue.clone();
+        let lease_secs = self.inner.settings.lease_secs;
+        let batch_max = self.inner.settings.claim_batch_max.max(1);
+        let claimed = tokio::task::spawn_blocking(move || queue.claim(now, lease_secs, batch_max))
+            .await
+            .map_err(|error| QueueError::Corrupted(error.to_string()))??;
+        let mut report = RoundReport {
+            claimed: claimed.len(),
+            ..RoundReport::default()
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for entry in claimed {
+            let runner = self.clone();
+            tasks.spawn(async move { runner.process(entry, now).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(Finish::Done)) => report.finished += 1,
+                Ok(Ok(Finish::RetryAt(_))) => report.retried += 1,
+                Ok(Err(error)) => tracing::warn!(%error, "queue entry not finished"),
+                Err(error) => tracing::error!(%error, "queue delivery task failed"),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn process(&self, claimed: Claimed, now: i64) -> Result<Finish> {
+        let mut envelope = claimed.envelope.clone();
+        let before = envelope.clone();
+        for (domain, recipients) in envelope.pending_by_domain() {
+            let outcomes = self
+                .deliver_domain(&domain, &recipients, &envelope, &claimed.message)
+                .await;
+            for (recipient, outcome) in outcomes {
+                match outcome {
+                    RcptOutcome::Delivered(reply) => {
+                        tracing::info!(entry = %claimed.id, %recipient, %reply, "delivered");
+                        envelope.set_state(&recipient, RecipientState::Delivered, &reply);
+                    }
+                    RcptOutcome::Permanent(reply) => {
+                        tracing::info!(entry = %claimed.id, %recipient, %reply, "refused");
+                        envelope.set_state(&recipient, RecipientState::Failed, &reply);
+                    }
+                    RcptOutcome::Temporary(reply) => {
+                        tracing::info!(entry = %claimed.id, %recipient, %reply, "deferred");
+                        envelope.note(&recipient, &reply);
+                        envelope.last_error = Some(reply);
+                    }
+                }
+            }
+        }
+        let expired = envelope.has_pending() && now >= claimed.expires_unix;
+        if expired {
+            let pending: Vec<EmailAddress> = envelope
+                .recipients
+                .iter()
+                .filter(|recipient| recipient.state == RecipientState::Pending)
+                .map(|recipient| recipient.address.clone())
+                .collect();
+            for recipient in pending {
+                let last = envelope
+                    .recipients
+                    .iter()
+                    .find(|candidate| candidate.address == recipient)
+                    .and_then(|candidate| candidate.last_reply.clone())
+                    .unwrap_or_else(|| "no attempt succeeded".into());
+                let reply = format!("gave up after the queue lifetime; last error: {last}");
+                envelope.set_state(&recipient, RecipientState::Failed, &reply);
+            }
+        }
+        // Bounce the recipients that failed in this round only: earlier ones were bounced then.
+        let newly_failed = Envelope {
+            recipients: envelope
+                .recipients
+                .iter()
+                .filter(|recipient| {
+                    recipient.state == RecipientState::Failed
+                        && before.recipients.iter().any(|old| {
+                            old.address == recipient.address && old.state == RecipientState::Pending
+                        })
+                })
+                .cloned()
+                .collect(),
+            ..envelope.clone()
+        };
+        let reason = if expired {
+            BounceReason::Expired
+        } else {
+            BounceReason::Refused
+        };
+        if let Some(bounce) = build_bounce(
+            &self.inner.settings.client.hostname,
+            &newly_failed,
+            &claimed.message,
+            claimed.created_unix,
+            reason,
+        ) {
+            if let Some(sender) = &envelope.sender {
+                self.send_bounce(sender.clone(), bounce).await?;
+            }
+        }
+        let finish = if envelope.has_pending() {
+            Finish::RetryAt(now.saturating_add(self.backoff_secs(claimed.attempts) as i64))
+        } else {
+            Finish::Done
+        };
+        let queue = self.inner.queue.clone();
+        tokio::task::spawn_blocking(move || queue.finish(&claimed, &envelope, finish))
+            .await
+            .map_err(|error| QueueError::Corrupted(error.to_string()))??;
+        Ok(finish)
+    }
+
+    /// 1 minute, 2, 4... up to the cap (each attempt counted once the previous one failed).
+    fn backoff_secs(&self, attempts_before: u32) -> u64 {
+        let settings = &self.inner.settings;
+        settings
+            .retry_initial_secs
+            .saturating_mul(1u64 << attempts_before.min(32))
+            .min(settings.retry_max_secs)
+    }
+
+    /// A bounce to a local sender goes straight into their INBOX (durably, before the entry
+    /// is finished); to a remote sender it is queued with the null sender, so it never bounces.
+    async fn send_bounce(&self, sender: EmailAddress, bounce: Vec<u8>) -> Result<()> {
+        let store = self.inner.store.clone();
+        let queue = self.inner.queue.clone();
+        tokio::task::spawn_blocking(move || {
+            let local = store
+                .has_domain(sender.domain())
+                .map_err(|error| QueueError::Bounce(error.to_string()))?;
+            if local {
+                match store.deliver(std::slice::from_ref(&sender), &bounce) {
+                    Ok(_) => return Ok(()),
+                    Err(error) if error.is_temporary() => {
+                        return Err(QueueError::Bounce(error.to_string()))
+                    }
+                    // The sender has gone (account removed): nobody to tell.
+                    Err(error) => {
+                        tracing::warn!(%error, %sender, "bounce dropped");
+                        return Ok(());
+                    }
+                }
+            }
+            queue.enqueue(None, &[sender], false, &bounce).map(|_| ())
+        })
+        .await
+        .map_err(|error| QueueError::Bounce(error.to_string()))?
+    }
+
+    /// Deliver to one domain: each MX host in turn (each of its addresses), until one gives
+    /// every recipient an answer.
+    async fn deliver_domain(
+        &self,
+        domain: &Domain,
+        recipients: &[EmailAddress],
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Vec<(EmailAddress, RcptOutcome)> {
+        let all = |outcome: RcptOutcome| {
+            recipients
+                .iter()
+                .map(|recipient| (recipient.clone(), outcome.clone()))
+                .collect::<Vec<_>>()
+        };
+        let resolver = self.inner.resolver.as_ref();
+        let hosts = match route(resolver, domain.as_str()).await {
+            Ok(Route::Hosts(hosts)) => hosts,
+            Ok(Route::NullMx) => {
+                return all(RcptOutcome::Permanent(format!(
+                    "556 5.1.10 {domain} accepts no mail (null MX, RFC 7505)"
+                )))
+            }
+            Ok(Route::NoHost) => {
+                return all(RcptOutcome::Permanent(format!(
+                    "550 5.1.2 {domain} has no mail server (no MX, A or AAAA record)"
+                )))
+            }
+            Err(error) => return all(RcptOutcome::Temporary(format!("451 4.4.3 {error}"))),
+        };
+        let transaction = Transaction {
+            sender: envelope.sender.as_ref(),
+            recipients,
+            message,
+            requiretls: envelope.requiretls,
+        };
+        let mut last_failure: Option<(bool, String)> = None;
+        let mut any_temporary = false;
+        for host in hosts {
+            let addresses = match resolver.ip(&host).await {
+                Ok(addresses) if !addresses.is_empty() => addresses,
+                Ok(_) => {
+                    last_failure = Some((true, format!("{host} has no address")));
+                    any_temporary = true;
+                    continue;
+                }
+                Err(error) => {
+                    last_failure = Some((false, format!("{host}: {error}")));
+                    any_temporary = true;
+                    continue;
+                }
+            };
+            for ip in addresses {
+                match deliver_to_host(&self.inner.settings.client, &host, ip, &transaction).await {
+                    Ok(outcomes) => return outcomes,
+                    Err(failure) => {
+                        tracing::info!(%host, %ip, failure = %failure.text, "host failed");
+                        any_temporary |= !failure.permanent;
+                        last_failure = Some((failure.permanent, failure.text));
+                    }
+                }
+            }
+        }
+        let text = last_failure
+            .map(|(_, text)| text)
+            .unwrap_or_else(|| "no host to try".into());
+        if any_temporary {
+            all(RcptOutcome::Temporary(text))
+        } else {
+            all(RcptOutcome::Permanent(text))
+        }
+    }
+}

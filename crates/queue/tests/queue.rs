@@ -1,0 +1,590 @@
+//! The queue on the embedded engine, and the runner against scripted SMTP receivers on
+//! 127.0.0.1 reached through the map resolver: sealing (canary scan), restart, concurrent
+//! claims, the operator's functions, retry with backoff, bounces, REQUIRETLS, null MX.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use letterlock_crypto::kdf::KdfParams;
+use letterlock_mailstore::{MailStore, StoreOptions};
+use letterlock_queue::client::{ClientSettings, Timeouts};
+use letterlock_queue::store::{now_unix, Finish};
+use letterlock_queue::{
+    MapResolver, Queue, QueueError, QueueSettings, RecipientState, Runner, RunnerSettings, SpoolKey,
+};
+use letterlock_storage::embedded::EmbeddedEngine;
+use letterlock_storage::Engine;
+use letterlock_types::{Domain, EmailAddress, MailboxName, Secret};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+const ALICE: &str = "alice@example.org";
+const PASSWORD: &str = "correct horse battery";
+const CANARY: &str = "CANARY-7f3a9c-outbound-secret";
+
+fn address(text: &str) -> EmailAddress {
+    EmailAddress::try_from(text).expect("address")
+}
+
+fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: {ALICE}\r\nTo: carol@remote.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.org>\r\n\r\nThe body says {CANARY}.\r\n.leading dot line\r\n"
+    )
+    .into_bytes()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    engine: Arc<dyn Engine>,
+    store: MailStore,
+    queue: Queue,
+    key: SpoolKey,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = SpoolKey::generate();
+    open(dir, key)
+}
+
+fn open(dir: tempfile::TempDir, key: SpoolKey) -> Setup {
+    let engine: Arc<dyn Engine> = Arc::new(EmbeddedEngine::open(dir.path()).expect("engine"));
+    let store = MailStore::new(
+        Arc::clone(&engine),
+        StoreOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            message_size_max_bytes: 4 * 1024 * 1024,
+        },
+    );
+    let domain = Domain::try_from("example.org").expect("domain");
+    if !store.has_domain(&domain).expect("has domain") {
+        store.add_domain(&domain).expect("domain");
+        store
+            .add_user(&address(ALICE), &Secret::from(PASSWORD), 0, None)
+            .expect("user");
+    }
+    let queue = Queue::new(Arc::clone(&engine), &key, QueueSettings::default());
+    Setup {
+        dir,
+        engine,
+        store,
+        queue,
+        key,
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn inbox(store: &MailStore, user: &str) -> Vec<Vec<u8>> {
+    let unlocked = store
+        .unlock(&address(user), &Secret::from(PASSWORD))
+        .expect("unlock");
+    let inbox = MailboxName::inbox();
+    unlocked
+        .list_messages(&inbox)
+        .expect("list")
+        .iter()
+        .map(|summary| unlocked.fetch(&inbox, summary.uid).expect("fetch"))
+        .collect()
+}
+
+#[test]
+fn queued_mail_is_sealed_on_disk() {
+    let setup = setup();
+    let recipient = "canary-recipient-4d1e@remote.test";
+    setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address(recipient)],
+            false,
+            &message("sealed"),
+        )
+        .expect("enqueue");
+    drop(setup.queue);
+    drop(setup.store);
+    drop(setup.engine);
+    let files = files_under(setup.dir.path());
+    assert!(!files.is_empty());
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read");
+        for needle in [CANARY, recipient, "Subject: sealed"] {
+            assert!(
+                !bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes()),
+                "{needle} in plaintext in {}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_queue_survives_reopening_the_engine_and_needs_its_key() {
+    let setup = setup();
+    let id = setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("carol@remote.test")],
+            true,
+            &message("restart"),
+        )
+        .expect("enqueue");
+    let Setup {
+        dir,
+        engine,
+        store,
+        queue,
+        key,
+    } = setup;
+    drop((queue, store, engine));
+    let reopened = open(dir, key);
+    let entries = reopened.queue.list().expect("list");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].id, id);
+    assert!(entries[0].envelope.requiretls);
+    let claimed = reopened.queue.claim(now_unix(), 60, 10).expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message, message("restart"));
+    let wrong_key = Queue::new(
+        Arc::clone(&reopened.engine),
+        &SpoolKey::generate(),
+        QueueSettings::default(),
+    );
+    assert!(matches!(wrong_key.list(), Err(QueueError::Corrupted(_))));
+}
+
+#[test]
+fn concurrent_claims_never_hand_out_one_entry_twice() {
+    let setup = setup();
+    let count = 60;
+    for index in 0..count {
+        setup
+            .queue
+            .enqueue(
+                Some(address(ALICE)),
+                &[address("carol@remote.test")],
+                false,
+                &message(&format!("claim-{index}")),
+            )
+            .expect("enqueue");
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let now = now_unix();
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            let queue = setup.queue.clone();
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || loop {
+                let claimed = queue.claim(now, 600, 3).expect("claim");
+                if claimed.is_empty() {
+                    return;
+                }
+                let mut seen = seen.lock().expect("lock");
+                seen.extend(claimed.iter().map(|entry| entry.id));
+            })
+        })
+        .collect();
+    for runner in runners {
+        runner.join().expect("runner");
+    }
+    let seen = seen.lock().expect("lock");
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(seen.len(), count, "every entry claimed exactly once");
+    assert_eq!(unique.len(), count);
+    // Every entry is leased now: nothing more to claim until the leases run out.
+    assert!(setup.queue.claim(now, 600, 100).expect("claim").is_empty());
+    assert_eq!(
+        setup.queue.claim(now + 601, 600, 100).expect("claim").len(),
+        count
+    );
+}
+
+#[test]
+fn operator_list_show_retry_delete() {
+    let setup = setup();
+    let queue = &setup.queue;
+    let first = queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("carol@remote.test"), address("dave@other.test")],
+            false,
+            &message("operator"),
+        )
+        .expect("enqueue");
+    let second = queue
+        .enqueue(
+            None,
+            &[address("erin@remote.test")],
+            false,
+            &message("bounce"),
+        )
+        .expect("enqueue");
+    let listed = queue.list().expect("list");
+    assert_eq!(
+        listed.iter().map(|entry| entry.id).collect::<Vec<_>>(),
+        vec![first, second]
+    );
+    let shown = queue.show(first).expect("show");
+    assert_eq!(shown.envelope.sender, Some(address(ALICE)));
+    assert_eq!(shown.envelope.recipients.len(), 2);
+    assert_eq!(
+        shown.envelope.pending_by_domain().len(),
+        2,
+        "grouped by domain"
+    );
+    assert_eq!(shown.size_bytes, message("operator").len() as u64);
+    assert_eq!(shown.expires_unix - shown.created_unix, 5 * 24 * 3600);
+    assert!(!shown.in_delivery);
+
+    queue.delete(second).expect("delete");
+    assert!(matches!(
+        queue.show(second),
+        Err(QueueError::NoSuchEntry(_))
+    ));
+    assert!(matches!(
+        queue.delete(second),
+        Err(QueueError::NoSuchEntry(_))
+    ));
+    assert_eq!(queue.list().expect("list").len(), 1);
+
+    let now = now_unix();
+    let claimed = queue.claim(now, 600, 1).expect("claim");
+    assert_eq!(claimed[0].id, first);
+    assert!(queue.show(first).expect("show").in_delivery);
+    assert!(matches!(queue.retry_now(first), Err(QueueError::Busy(_))));
+    assert!(matches!(queue.delete(first), Err(QueueError::Busy(_))));
+    let mut envelope = claimed[0].envelope.clone();
+    envelope.set_state(
+        &address("carol@remote.test"),
+        RecipientState::Delivered,
+        "250 ok",
+    );
+    queue
+        .finish(&claimed[0], &envelope, Finish::RetryAt(now + 3600))
+        .expect("finish");
+    let shown = queue.show(first).expect("show");
+    assert_eq!(shown.attempts, 1);
+    assert_eq!(shown.next_attempt_unix, now + 3600);
+    assert_eq!(
+        shown.envelope.recipients[0].state,
+        RecipientState::Delivered
+    );
+    assert!(queue
+        .claim(now, 600, 10)
+        .expect("claim")
+        .iter()
+        .all(|c| c.id != first));
+
+    queue.retry_now(first).expect("retry");
+    assert!(queue.show(first).expect("show").next_attempt_unix <= now_unix());
+    let claimed = queue.claim(now_unix(), 600, 10).expect("claim");
+    assert_eq!(
+        claimed.iter().map(|entry| entry.id).collect::<Vec<_>>(),
+        vec![first]
+    );
+}
+
+/// A scripted SMTP receiver: `reply_to_rcpt(connection number, address)` decides each RCPT;
+/// messages that reach the end of DATA are kept.
+struct FakeReceiver {
+    address: SocketAddr,
+    messages: Arc<Mutex<Vec<Vec<u8>>>>,
+    connections: Arc<Mutex<u32>>,
+}
+
+impl FakeReceiver {
+    async fn start(
+        offer_starttls: bool,
+        reply_to_rcpt: impl Fn(u32, &str) -> String + Send + Sync + 'static,
+    ) -> FakeReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0u32));
+        let reply_to_rcpt = Arc::new(reply_to_rcpt);
+        let (kept, counted) = (Arc::clone(&messages), Arc::clone(&connections));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let number = {
+                    let mut count = counted.lock().expect("lock");
+                    *count += 1;
+                    *count
+                };
+                let kept = Arc::clone(&kept);
+                let reply_to_rcpt = Arc::clone(&reply_to_rcpt);
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read);
+                    let _ = write.write_all(b"220 fake ESMTP\r\n").await;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let command = line.trim_end().to_string();
+                        let upper = command.to_ascii_uppercase();
+                        let reply = if upper.starts_with("EHLO") {
+                            if offer_starttls {
+                                "250-fake\r\n250-PIPELINING\r\n250 STARTTLS".to_string()
+                            } else {
+                                "250-fake\r\n250 8BITMIME".to_string()
+                            }
+                        } else if upper.starts_with("MAIL") {
+                            "250 2.1.0 ok".into()
+                        } else if upper.starts_with("RCPT") {
+                            let rcpt = command
+                                .split('<')
+                                .nth(1)
+                                .and_then(|rest| rest.split('>').next())
+                                .unwrap_or("")
+                                .to_string();
+                            reply_to_rcpt(number, &rcpt)
+                        } else if upper == "DATA" {
+                            let _ = write.write_all(b"354 go ahead\r\n").await;
+                            let mut data = Vec::new();
+                            loop {
+                                line.clear();
+                                if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" {
+                                    break;
+                                }
+                                data.extend_from_slice(line.as_bytes());
+                            }
+                            kept.lock().expect("lock").push(data);
+                            "250 2.0.0 queued".into()
+                        } else if upper == "QUIT" {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        } else {
+                            "502 5.5.1 not here".into()
+                        };
+                        let _ = write.write_all(format!("{reply}\r\n").as_bytes()).await;
+                    }
+                });
+            }
+        });
+        FakeReceiver {
+            address,
+            messages,
+            connections,
+        }
+    }
+}
+
+fn runner(setup: &Setup, port: u16, resolver: MapResolver) -> Runner {
+    let client = ClientSettings {
+        hostname: "mx.example.org".into(),
+        port,
+        timeouts: Timeouts {
+            connect: Duration::from_secs(5),
+            command: Duration::from_secs(10),
+            data_end: Duration::from_secs(10),
+        },
+        roots: Arc::new(rustls::RootCertStore::empty()),
+    };
+    Runner::new(
+        setup.queue.clone(),
+        setup.store.clone(),
+        Arc::new(resolver),
+        RunnerSettings::new(client),
+    )
+}
+
+fn resolver_to_localhost() -> MapResolver {
+    MapResolver::default()
+        .with_mx("remote.test", 10, "mx.remote.test")
+        .with_ip("mx.remote.test", "127.0.0.1".parse().expect("ip"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_failure_is_retried_with_backoff_then_delivered() {
+    let setup = setup();
+    let receiver = FakeReceiver::start(false, |connection, _| {
+        if connection == 1 {
+            "451 4.3.0 try again later".into()
+        } else {
+            "250 2.1.5 ok".into()
+        }
+    })
+    .await;
+    let runner = runner(&setup, receiver.address.port(), resolver_to_localhost());
+    let id = setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("carol@remote.test")],
+            false,
+            &message("retry"),
+        )
+        .expect("enqueue");
+    let now = now_unix();
+    let round = runner.run_once_at(now).await.expect("round");
+    assert_eq!((round.claimed, round.retried), (1, 1));
+    let shown = setup.queue.show(id).expect("still queued");
+    assert_eq!(shown.attempts, 1);
+    assert_eq!(
+        shown.next_attempt_unix,
+        now + 60,
+        "first retry after a minute"
+    );
+    assert_eq!(
+        shown.envelope.recipients[0].last_reply.as_deref(),
+        Some("451 4.3.0 try again later")
+    );
+    // Not due yet: nothing happens.
+    assert_eq!(
+        runner.run_once_at(now + 30).await.expect("round").claimed,
+        0
+    );
+    let round = runner.run_once_at(now + 61).await.expect("round");
+    assert_eq!((round.claimed, round.finished), (1, 1));
+    assert!(setup.queue.list().expect("list").is_empty());
+    let messages = receiver.messages.lock().expect("lock").clone();
+    assert_eq!(messages.len(), 1);
+    // Dot-stuffing undone by the receiver's view: the line starts with two dots on the wire.
+    assert!(String::from_utf8_lossy(&messages[0]).contains("\r\n..leading dot line"));
+    assert!(inbox(&setup.store, ALICE).is_empty(), "no bounce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_bounces_a_dsn_into_the_senders_inbox() {
+    let setup = setup();
+    let receiver = FakeReceiver::start(false, |_, rcpt| {
+        if rcpt.starts_with("nobody") {
+            "550 5.1.1 no such user".into()
+        } else {
+            "250 2.1.5 ok".into()
+        }
+    })
+    .await;
+    let runner = runner(&setup, receiver.address.port(), resolver_to_localhost());
+    setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("nobody@remote.test"), address("carol@remote.test")],
+            false,
+            &message("bounce-me"),
+        )
+        .expect("enqueue");
+    let round = runner.run_once_at(now_unix()).await.expect("round");
+    assert_eq!(round.finished, 1);
+    assert_eq!(
+        receiver.messages.lock().expect("lock").len(),
+        1,
+        "carol got it"
+    );
+    let inbox = inbox(&setup.store, ALICE);
+    assert_eq!(inbox.len(), 1, "one DSN");
+    let dsn = String::from_utf8_lossy(&inbox[0]);
+    assert!(dsn.contains("multipart/report"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; nobody@remote.test"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+    assert!(
+        dsn.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"),
+        "{dsn}"
+    );
+    assert!(!dsn.contains("carol@remote.test>:"), "{dsn}");
+    assert!(
+        dsn.contains("Subject: bounce-me"),
+        "original headers: {dsn}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requiretls_to_a_receiver_without_starttls_is_not_delivered_and_bounces() {
+    let setup = setup();
+    let receiver = FakeReceiver::start(false, |_, _| "250 2.1.5 ok".into()).await;
+    let runner = runner(&setup, receiver.address.port(), resolver_to_localhost());
+    setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("carol@remote.test")],
+            true,
+            &message("tls-only"),
+        )
+        .expect("enqueue");
+    let round = runner.run_once_at(now_unix()).await.expect("round");
+    assert_eq!(round.finished, 1);
+    assert!(
+        receiver.messages.lock().expect("lock").is_empty(),
+        "not sent in the clear"
+    );
+    assert_eq!(*receiver.connections.lock().expect("lock"), 1);
+    let inbox = inbox(&setup.store, ALICE);
+    assert_eq!(inbox.len(), 1);
+    let dsn = String::from_utf8_lossy(&inbox[0]);
+    assert!(dsn.contains("Status: 5.7.30"), "{dsn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_mx_fails_at_once_and_an_unreachable_host_is_retried() {
+    let setup = setup();
+    let resolver = MapResolver::default()
+        .with_mx("null.test", 0, ".")
+        .with_mx("down.test", 10, "mx.down.test")
+        .with_ip("mx.down.test", "127.0.0.1".parse().expect("ip"));
+    // Port 1 on localhost: connection refused.
+    let runner = runner(&setup, 1, resolver);
+    setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("x@null.test")],
+            false,
+            &message("null-mx"),
+        )
+        .expect("enqueue");
+    let down = setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("y@down.test")],
+            false,
+            &message("down"),
+        )
+        .expect("enqueue");
+    let now = now_unix();
+    let round = runner.run_once_at(now).await.expect("round");
+    assert_eq!((round.finished, round.retried), (1, 1));
+    let inbox_now = inbox(&setup.store, ALICE);
+    assert_eq!(inbox_now.len(), 1);
+    assert!(String::from_utf8_lossy(&inbox_now[0]).contains("Status: 5.1.10"));
+    // Past the expiry, the unreachable one is given up and bounced too.
+    let expires = setup.queue.show(down).expect("show").expires_unix;
+    let round = runner.run_once_at(expires + 1).await.expect("round");
+    assert_eq!(round.finished, 1);
+    let inbox_later = inbox(&setup.store, ALICE);
+    assert_eq!(inbox_later.len(), 2);
+    assert!(String::from_utf8_lossy(&inbox_later[1]).contains("Status: 4.4.7"));
+}

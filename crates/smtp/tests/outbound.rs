@@ -1,0 +1,205 @@
+//! Outbound mail end to end: a user submits to a remote recipient, the message is DKIM-signed
+//! and queued sealed, and the queue runner delivers it over STARTTLS (certificate verified) to
+//! a second Letterlock instance with its own store, found through the test resolver. The
+//! signatures are checked by dkimpy, a verifier nobody here wrote, with the published TXT
+//! records handed to it through its `dnsfunc` hook (no real DNS).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use letterlock_queue::client::{ClientSettings, Timeouts};
+use letterlock_queue::store::now_unix;
+use letterlock_queue::{
+    DkimKeys, MapResolver, Queue, QueueSettings, Runner, RunnerSettings, SpoolKey,
+};
+use letterlock_types::Domain;
+
+const CAROL: &str = "carol@remote.test";
+const CANARY: &str = "CANARY-outbound-9b2e41";
+
+const SUBMIT: &str = r#"
+import smtplib, ssl, sys
+port, cafile, user, password, sender, recipient = sys.argv[1:7]
+message = sys.stdin.buffer.read()
+context = ssl.create_default_context(cafile=cafile)
+client = smtplib.SMTP("localhost", int(port), local_hostname="client.example")
+client.starttls(context=context)
+client.login(user, password)
+print("sent", client.sendmail(sender, [recipient], message))
+client.quit()
+"#;
+
+/// Verifies the signature at each index with dkimpy; the TXT records come as name/value pairs.
+const DKIMPY_VERIFY: &str = r#"
+import sys, dkim
+count = int(sys.argv[1])
+records = dict(zip(sys.argv[2::2], sys.argv[3::2]))
+def dnsfunc(name, timeout=5):
+    if isinstance(name, bytes):
+        name = name.decode()
+    return records.get(name.rstrip("."), "").encode()
+message = sys.stdin.buffer.read()
+for index in range(count):
+    verifier = dkim.DKIM(message)
+    ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
+    print(index, ok, verifier.signature_fields.get(b"a", b"").decode())
+"#;
+
+fn roots_of(certificate: &std::path::Path) -> rustls::RootCertStore {
+    let pem = std::fs::read(certificate).expect("certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(certificate.expect("pem")).expect("root");
+    }
+    roots
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_mail_is_queued_sealed_then_delivered_to_another_letterlock_with_dkim_that_dkimpy_verifies(
+) {
+    let sender = test_store();
+    let receiver = test_store_for("remote.test", &[CAROL]);
+    let spool_key = SpoolKey::generate();
+    let queue = Queue::new(
+        Arc::clone(&sender.engine),
+        &spool_key,
+        QueueSettings::default(),
+    );
+    let dkim = DkimKeys::new(Arc::clone(&sender.engine), &spool_key);
+    let outbound = letterlock_smtp::Outbound {
+        queue: queue.clone(),
+        dkim: dkim.clone(),
+        wake: None,
+    };
+    let sending =
+        RunningServer::start_with_outbound(&sender, test_settings(), Some(outbound)).await;
+    let receiving = RunningServer::start(&receiver, test_settings()).await;
+
+    let message = format!(
+        "From: Alice <{ALICE}>\r\nTo: <{CAROL}>\r\nSubject: outbound test\r\nDate: Tue, 24 Nov 2026 08:00:00 +0000\r\nMessage-ID: <outbound@example.org>\r\n\r\nHello Carol, {CANARY}.\r\n.A line that starts with a dot.\r\n"
+    );
+    let (ok, stdout, stderr) = run_program(
+        "python3",
+        vec![
+            "-c".into(),
+            SUBMIT.into(),
+            sending.submission_starttls.port().to_string(),
+            sending.certificate.display().to_string(),
+            ALICE.into(),
+            PASSWORD.into(),
+            ALICE.into(),
+            CAROL.into(),
+        ],
+        Some(message.clone().into_bytes()),
+    )
+    .await;
+    assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
+
+    // Queued, and nothing of it readable on the sender's disk.
+    let queued = queue.list().expect("list");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].envelope.recipients[0].address, address(CAROL));
+    for file in files_under(sender.dir.path()) {
+        let bytes = std::fs::read(&file).expect("read");
+        for needle in [CANARY, CAROL] {
+            assert!(
+                !bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes()),
+                "{needle} in plaintext in {}",
+                file.display()
+            );
+        }
+    }
+
+    let client = ClientSettings {
+        hostname: "mx.example.org".into(),
+        port: receiving.smtp.port(),
+        timeouts: Timeouts::default(),
+        roots: Arc::new(roots_of(&receiving.certificate)),
+    };
+    let resolver = MapResolver::default()
+        .with_mx("remote.test", 10, "localhost")
+        .with_ip("localhost", "127.0.0.1".parse().expect("ip"));
+    let runner = Runner::new(
+        queue.clone(),
+        sender.store.clone(),
+        Arc::new(resolver),
+        RunnerSettings::new(client),
+    );
+    let round = runner.run_once_at(now_unix()).await.expect("round");
+    assert_eq!((round.claimed, round.finished), (1, 1), "{round:?}");
+    assert!(queue.list().expect("list").is_empty());
+
+    let delivered = inbox(&receiver.store, CAROL);
+    assert_eq!(delivered.len(), 1);
+    let text = String::from_utf8_lossy(&delivered[0]).into_owned();
+    assert!(text.contains(CANARY), "{text}");
+    assert!(
+        text.contains("\r\n.A line that starts with a dot.\r\n"),
+        "{text}"
+    );
+    assert!(
+        trace_of(&delivered[0]).contains("with ESMTPS"),
+        "went over TLS: {text}"
+    );
+    let signatures = text.matches("DKIM-Signature:").count();
+    assert_eq!(signatures, 2, "{text}");
+
+    let mut arguments = vec![
+        "-c".to_string(),
+        DKIMPY_VERIFY.to_string(),
+        signatures.to_string(),
+    ];
+    for record in dkim
+        .dns_records(&Domain::try_from("example.org").expect("domain"))
+        .expect("records")
+    {
+        arguments.push(record.name);
+        arguments.push(record.value);
+    }
+    let (ok, stdout, stderr) = run_program("python3", arguments, Some(delivered[0].clone())).await;
+    assert!(
+        ok,
+        "dkimpy failed (run scripts/install-test-tools.sh): {stdout} {stderr}"
+    );
+    assert!(
+        stdout.contains("0 True ed25519-sha256"),
+        "{stdout} {stderr}"
+    );
+    assert!(stdout.contains("1 True rsa-sha256"), "{stdout} {stderr}");
+
+    // The Sent copy is the message as the user sent it.
+    assert_eq!(
+        mailbox(&sender.store, ALICE, "Sent"),
+        vec![message.into_bytes()]
+    );
+    sending.stop().await;
+    receiving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_outbound_remote_recipients_still_get_451() {
+    let store = test_store();
+    let server = smtp_server(&store.store, test_settings());
+    let mut context = context(letterlock_smtp::Mode::Submission);
+    context.implicit_tls = Some("TLSv1_3".into());
+    let credentials = base64_plain(ALICE, PASSWORD);
+    let output = converse_with(
+        &server,
+        context,
+        format!("EHLO c\r\nAUTH PLAIN {credentials}\r\nMAIL FROM:<{ALICE}>\r\nRCPT TO:<{CAROL}>\r\nQUIT\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        output.contains("451 4.3.0 outbound delivery is not available yet"),
+        "{output}"
+    );
+}
+
+fn base64_plain(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
