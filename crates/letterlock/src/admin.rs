@@ -55,9 +55,17 @@ pub fn export(
 
 #[derive(Subcommand)]
 pub enum DomainCommand {
-    Add { domain: String },
+    /// Print the DNS records to publish for this domain (DKIM keys, generated on first use).
+    Dns {
+        domain: String,
+    },
+    Add {
+        domain: String,
+    },
     List,
-    Remove { domain: String },
+    Remove {
+        domain: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,10 +166,26 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
 
 pub fn domain(
     store: &MailStore,
+    dkim: &letterlock_queue::DkimKeys,
     command: DomainCommand,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match command {
+        DomainCommand::Dns { domain } => {
+            let domain = parse_domain(&domain)?;
+            if !store.has_domain(&domain)? {
+                bail!(
+                    "domain {domain} does not exist (add it with `letterlock domain add {domain}`)"
+                );
+            }
+            writeln!(
+                out,
+                "; DKIM keys of {domain} (Ed25519 and RSA-2048): publish both"
+            )?;
+            for record in dkim.dns_records(&domain)? {
+                writeln!(out, "{}", record.zone_line())?;
+            }
+        }
         DomainCommand::Add { domain } => {
             let domain = parse_domain(&domain)?;
             store.add_domain(&domain)?;

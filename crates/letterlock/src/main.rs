@@ -61,6 +61,9 @@ enum Command {
     /// Manage aliases (`alias@domain`, or `@domain` for a catch-all).
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// The outbound queue: mail for remote recipients waiting for delivery.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Deliver one message from standard input to local recipients.
     Deliver {
         #[arg(required = true)]
@@ -73,6 +76,96 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Every queued message: id, sender, recipients and their state, next attempt.
+    List,
+    /// One message's envelope and delivery status (never its content).
+    Show { id: String },
+    /// Try this message again now.
+    Retry { id: String },
+    /// Remove this message from the queue without delivering or bouncing it.
+    Delete { id: String },
+}
+
+fn queue_command(
+    queue: &letterlock_queue::Queue,
+    command: QueueCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let parse_id = |id: &str| -> anyhow::Result<letterlock_queue::QueueId> {
+        id.parse().map_err(|_| {
+            anyhow!("invalid queue id {id:?}: expected a number from `letterlock queue list`")
+        })
+    };
+    match command {
+        QueueCommand::List => {
+            for entry in queue.list()? {
+                writeln!(out, "{}", queue_line(&entry))?;
+            }
+        }
+        QueueCommand::Show { id } => {
+            let entry = queue.show(parse_id(&id)?)?;
+            writeln!(out, "{}", queue_line(&entry))?;
+            writeln!(
+                out,
+                "created {}  expires {}  size {} bytes",
+                entry.created_unix, entry.expires_unix, entry.size_bytes
+            )?;
+            for recipient in &entry.envelope.recipients {
+                writeln!(
+                    out,
+                    "  {}\t{:?}\t{}",
+                    recipient.address,
+                    recipient.state,
+                    recipient.last_reply.as_deref().unwrap_or("")
+                )?;
+            }
+            if let Some(error) = &entry.envelope.last_error {
+                writeln!(out, "last error: {error}")?;
+            }
+        }
+        QueueCommand::Retry { id } => {
+            let id = parse_id(&id)?;
+            queue.retry_now(id)?;
+            writeln!(out, "queued message {id} will be tried again now")?;
+        }
+        QueueCommand::Delete { id } => {
+            let id = parse_id(&id)?;
+            queue.delete(id)?;
+            writeln!(out, "deleted queued message {id}")?;
+        }
+    }
+    Ok(())
+}
+
+fn queue_line(entry: &letterlock_queue::EntryStatus) -> String {
+    let sender = entry
+        .envelope
+        .sender
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "<>".to_string());
+    let pending = entry
+        .envelope
+        .recipients
+        .iter()
+        .filter(|recipient| recipient.state == letterlock_queue::RecipientState::Pending)
+        .count();
+    format!(
+        "{}\tfrom {sender}\t{} recipient(s), {pending} pending\tattempts {}\tnext {}{}",
+        entry.id,
+        entry.envelope.recipients.len(),
+        entry.attempts,
+        entry.next_attempt_unix,
+        if entry.in_delivery {
+            "\tin delivery"
+        } else {
+            ""
+        }
+    )
 }
 
 fn main() -> ExitCode {
@@ -132,9 +225,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         command => {
             let mut console = admin::Console::new();
             match open_store_or_server(&config)? {
-                StoreAccess::Local(store) => {
-                    run_admin(&store, command, &mut console, &mut std::io::stdout().lock())
-                }
+                StoreAccess::Local(services) => run_admin(
+                    &services,
+                    command,
+                    &mut console,
+                    &mut std::io::stdout().lock(),
+                ),
                 StoreAccess::Server => handoff::admin_via_server(
                     &config.data_dir,
                     &forwarded_arguments()?,
@@ -148,13 +244,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Run an administration command on a store this process holds, or (inside `serve`) on
 /// behalf of a `letterlock` process that could not open it.
 fn run_admin(
-    store: &MailStore,
+    services: &Services,
     command: Command,
     input: &mut dyn admin::Prompter,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let store = &services.store;
     match command {
-        Command::Domain(command) => admin::domain(store, command, out),
+        Command::Queue(command) => queue_command(&services.queue, command, out),
+        Command::Domain(command) => admin::domain(store, &services.dkim, command, out),
         Command::User(command) => admin::user(store, command, input, out),
         Command::Alias(command) => admin::alias(store, command, out),
         Command::Export { address, out: dir } => admin::export(store, &address, &dir, input, out),
@@ -166,7 +264,7 @@ fn run_admin(
 
 /// Inside `serve`: parse and run a command another `letterlock` process forwarded.
 fn forwarded_command(
-    store: &MailStore,
+    services: &Services,
     arguments: Vec<String>,
     input: &mut dyn admin::Prompter,
     out: &mut dyn Write,
@@ -182,7 +280,7 @@ fn forwarded_command(
                     .unwrap_or("invalid command")
             )
         })?;
-    run_admin(store, cli.command, input, out)
+    run_admin(services, cli.command, input, out)
 }
 
 /// This process's arguments for the running server: the subcommand and its arguments, with
@@ -224,21 +322,18 @@ fn forwarded_arguments() -> anyhow::Result<Vec<String>> {
 }
 
 enum StoreAccess {
-    Local(MailStore),
+    Local(Services),
     /// A running `serve` holds the store and takes commands on its socket.
     Server,
 }
 
 fn open_store_or_server(config: &Config) -> anyhow::Result<StoreAccess> {
     match EmbeddedEngine::open(&config.data_dir) {
-        Ok(engine) => Ok(StoreAccess::Local(MailStore::new(
-            Arc::new(engine),
-            store_options(config),
-        ))),
+        Ok(engine) => Ok(StoreAccess::Local(services_on(Arc::new(engine), config)?)),
         Err(error) if error.is_temporary() && handoff::server_is_listening(&config.data_dir) => {
             Ok(StoreAccess::Server)
         }
-        Err(_) => Ok(StoreAccess::Local(open_store(config)?)),
+        Err(_) => Ok(StoreAccess::Local(open_services(config)?)),
     }
 }
 
@@ -259,12 +354,75 @@ fn store_options(config: &Config) -> StoreOptions {
     }
 }
 
-/// Open the embedded store, waiting a bounded time if another process holds it.
+/// Everything the commands and the server work on, over one engine.
+#[derive(Clone)]
+struct Services {
+    store: MailStore,
+    queue: letterlock_queue::Queue,
+    dkim: letterlock_queue::DkimKeys,
+}
+
+/// The spool key seals the outbound queue and the DKIM private keys, and lives apart from the
+/// data (`DESIGN.md`, encryption at rest, point 1): from `LETTERLOCK_SPOOL_KEY` (64 hex digits)
+/// if set, else from a file beside the data directory (`./data.spool-key` for `./data`),
+/// created 0600 on first use. A backup of the data directory alone cannot read the queue.
+fn spool_key(config: &Config) -> anyhow::Result<letterlock_queue::SpoolKey> {
+    if std::env::var_os(SPOOL_KEY_VARIABLE).is_some() {
+        return letterlock_queue::SpoolKey::from_env(SPOOL_KEY_VARIABLE)
+            .with_context(|| format!("cannot use {SPOOL_KEY_VARIABLE}"));
+    }
+    let path = spool_key_path(config);
+    letterlock_queue::SpoolKey::load_or_create_file(&path)
+        .with_context(|| format!("cannot use the spool key {}", path.display()))
+}
+
+const SPOOL_KEY_VARIABLE: &str = "LETTERLOCK_SPOOL_KEY";
+/// RFC 5321 section 4.5.4: relays deliver to port 25.
+const OUTBOUND_SMTP_PORT: u16 = 25;
+/// On shutdown, the outbound runner gets this long to finish the delivery in hand.
+const RUNNER_STOP_GRACE_SECS: u64 = 5;
+
+fn spool_key_path(config: &Config) -> PathBuf {
+    let mut name = config
+        .data_dir
+        .file_name()
+        .map(|name| name.to_os_string())
+        .unwrap_or_else(|| "data".into());
+    name.push(".spool-key");
+    config.data_dir.with_file_name(name)
+}
+
+fn open_services(config: &Config) -> anyhow::Result<Services> {
+    let engine = open_engine(config)?;
+    services_on(engine, config)
+}
+
+fn services_on(
+    engine: Arc<dyn letterlock_storage::Engine>,
+    config: &Config,
+) -> anyhow::Result<Services> {
+    let spool_key = spool_key(config)?;
+    Ok(Services {
+        store: MailStore::new(Arc::clone(&engine), store_options(config)),
+        queue: letterlock_queue::Queue::new(
+            Arc::clone(&engine),
+            &spool_key,
+            letterlock_queue::QueueSettings::default(),
+        ),
+        dkim: letterlock_queue::DkimKeys::new(engine, &spool_key),
+    })
+}
+
 fn open_store(config: &Config) -> anyhow::Result<MailStore> {
+    Ok(MailStore::new(open_engine(config)?, store_options(config)))
+}
+
+/// Open the embedded engine, waiting a bounded time if another process holds it.
+fn open_engine(config: &Config) -> anyhow::Result<Arc<dyn letterlock_storage::Engine>> {
     let started = Instant::now();
     loop {
         match EmbeddedEngine::open(&config.data_dir) {
-            Ok(engine) => return Ok(MailStore::new(Arc::new(engine), store_options(config))),
+            Ok(engine) => return Ok(Arc::new(engine)),
             Err(error)
                 if error.is_temporary()
                     && started.elapsed() < Duration::from_millis(STORE_LOCK_WAIT_MS) =>
@@ -347,7 +505,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             config.data_dir.display()
         );
     }
-    let store = open_store(&config)?;
+    let services = open_services(&config)?;
+    let store = services.store.clone();
     bootstrap_local_mode(&store)?;
     let tls = letterlock_server::tls::load_or_generate(&config, &config.data_dir)?;
     println!(
@@ -364,20 +523,44 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let handlers = handlers(&store, &config)?;
-    let handoff_store = store.clone();
     let data_dir = config.data_dir.clone();
     let message_size_max_bytes = config.limits.message_size_max_bytes;
     runtime.block_on(async move {
+        // The outbound runner: delivers what submission queued, until the server stops.
+        let resolver = letterlock_queue::HickoryResolver::from_system_conf()
+            .context("cannot read the system's DNS configuration")?;
+        let client = letterlock_queue::client::ClientSettings {
+            hostname: config.hostname.to_string(),
+            port: OUTBOUND_SMTP_PORT,
+            timeouts: letterlock_queue::client::Timeouts::default(),
+            roots: Arc::new(letterlock_queue::client::system_roots()),
+        };
+        let runner = letterlock_queue::Runner::new(
+            services.queue.clone(),
+            store.clone(),
+            Arc::new(resolver),
+            letterlock_queue::RunnerSettings::new(client),
+        );
+        let outbound = letterlock_queue::Outbound {
+            queue: services.queue.clone(),
+            dkim: services.dkim.clone(),
+            wake: Some(runner.waker()),
+        };
+        let handlers = handlers(&store, outbound, &config)?;
+        let (runner_stop, runner_stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner_task = tokio::spawn(runner.run(async {
+            let _ = runner_stopped.await;
+        }));
+
         let handoff_listener = handoff::bind(&data_dir)?;
-        let admin_store = handoff_store.clone();
+        let admin_services = services.clone();
         let admin: handoff::AdminRunner = Arc::new(move |arguments, input, out| {
-            forwarded_command(&admin_store, arguments, input, out)
+            forwarded_command(&admin_services, arguments, input, out)
                 .map_err(|error| (exit_status(&error), one_line(&error)))
         });
         let handoff_task = tokio::spawn(handoff::serve(
             handoff_listener,
-            handoff_store,
+            store.clone(),
             message_size_max_bytes,
             admin,
         ));
@@ -398,19 +581,27 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .map_err(anyhow::Error::from);
         handoff_task.abort();
         let _ = std::fs::remove_file(handoff::socket_path(&data_dir));
+        // A delivery cut short here keeps its lease and is retried after it: at-least-once.
+        let _ = runner_stop.send(());
+        let _ =
+            tokio::time::timeout(Duration::from_secs(RUNNER_STOP_GRACE_SECS), runner_task).await;
         served
     })?;
-    // The store is closed when `store` drops, after every connection has finished.
-    drop(store);
+    // The store closed when the block above ended, after every connection had finished.
     println!("letterlock: stopped");
     Ok(())
 }
 
 /// The protocol session of every service: SMTP (MX and submission), IMAP, POP3 and HTTPS.
-fn handlers(store: &MailStore, config: &Config) -> anyhow::Result<letterlock_server::Handlers> {
-    let smtp = letterlock_smtp::handler(
+fn handlers(
+    store: &MailStore,
+    outbound: letterlock_queue::Outbound,
+    config: &Config,
+) -> anyhow::Result<letterlock_server::Handlers> {
+    let smtp = letterlock_smtp::handler_with_outbound(
         store.clone(),
         letterlock_smtp::Settings::from_limits(&config.limits),
+        Some(outbound),
     )
     .context("cannot start SMTP delivery")?;
     let port = |service: letterlock_server::Service| match config.listen.address(service) {

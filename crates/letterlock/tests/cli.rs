@@ -395,3 +395,48 @@ fn a_typo_in_the_configuration_is_a_clear_error() {
     let (_, error) = env.fails(&["domain", "list"], "");
     assert!(error.contains("argon2_iteration"), "{error}");
 }
+
+#[test]
+fn domain_dns_prints_both_dkim_records_and_keeps_them() {
+    let env = Env::new();
+    env.ok(&["domain", "add", "example.org"], "");
+    let first = env.ok(&["domain", "dns", "example.org"], "");
+    let records: Vec<&str> = first
+        .lines()
+        .filter(|line| line.contains("._domainkey.example.org."))
+        .collect();
+    assert_eq!(records.len(), 2, "{first}");
+    assert!(
+        records.iter().any(|line| line.contains("k=ed25519")),
+        "{first}"
+    );
+    assert!(records.iter().any(|line| line.contains("k=rsa")), "{first}");
+    // The keys are generated once: the second call prints the same records.
+    assert_eq!(env.ok(&["domain", "dns", "example.org"], ""), first);
+    let (_, error) = env.fails(&["domain", "dns", "nowhere.example"], "");
+    assert!(error.contains("does not exist"), "{error}");
+    // The spool key that seals the DKIM keys and the queue lives beside the data, not in it.
+    let spool_key = env.root.path().join("data.spool-key");
+    assert!(spool_key.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&spool_key)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn queue_commands_on_an_empty_queue() {
+    let env = Env::new();
+    assert_eq!(env.ok(&["queue", "list"], ""), "");
+    let (_, error) = env.fails(&["queue", "show", "999"], "");
+    assert!(error.contains("999"), "{error}");
+    let (_, error) = env.fails(&["queue", "retry", "abc"], "");
+    assert!(error.contains("invalid queue id"), "{error}");
+    let (_, error) = env.fails(&["queue", "delete", "7"], "");
+    assert!(error.contains('7'), "{error}");
+}
