@@ -24,6 +24,30 @@ pub(crate) const INDEX_CONTEXT: &[u8] = b"letterlock index record";
 pub(crate) const TERMS_KEY_PURPOSE: &[u8] = b"letterlock search terms v1";
 pub(crate) const TERMS_CONTEXT: &[u8] = b"letterlock search terms";
 
+/// Where the spam filter files a delivered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filing {
+    Inbox,
+    Junk,
+}
+
+/// The account's mailbox with the `\Junk` special use (RFC 6154), if it has one.
+fn junk_mailbox(
+    tx: &(impl ReadTransaction + ?Sized),
+    user_id: u64,
+) -> Result<Option<MailboxName>> {
+    let prefix = records::u64_key(user_id);
+    for (key, value) in tx.scan(MAILBOXES, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
+        let record: MailboxRecord = records::decode("mailbox", &value)?;
+        if record.special_use == Some(records::SpecialUse::Junk) {
+            let name = String::from_utf8(key[8..].to_vec())
+                .map_err(|_| StoreError::Corrupted("mailbox name".into()))?;
+            return Ok(Some(MailboxName::try_from(name)?));
+        }
+    }
+    Ok(None)
+}
+
 /// Where a delivery went: for each recipient as given, the accounts and the UIDs in their INBOX.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -182,6 +206,19 @@ impl MailStore {
     /// nothing as in [`MailStore::deliver`], and none is reported delivered before the commit.
     /// If the commit itself fails, every message of the batch fails with that error.
     pub fn deliver_many(&self, batch: &[(&[EmailAddress], &[u8])]) -> Vec<Result<DeliveryReport>> {
+        let filed: Vec<(&[EmailAddress], &[u8], Filing)> = batch
+            .iter()
+            .map(|(recipients, message)| (*recipients, *message, Filing::Inbox))
+            .collect();
+        self.deliver_many_filed(&filed)
+    }
+
+    /// [`MailStore::deliver_many`], each message filed where the spam filter says: the
+    /// INBOX, or each account's Junk mailbox (its `\Junk` special use; the INBOX if it has none).
+    pub fn deliver_many_filed(
+        &self,
+        batch: &[(&[EmailAddress], &[u8], Filing)],
+    ) -> Vec<Result<DeliveryReport>> {
         match self.deliver_batch(batch) {
             Ok(results) => results,
             Err(error) => {
@@ -205,7 +242,7 @@ impl MailStore {
 
     fn deliver_batch(
         &self,
-        batch: &[(&[EmailAddress], &[u8])],
+        batch: &[(&[EmailAddress], &[u8], Filing)],
     ) -> Result<Vec<Result<DeliveryReport>>> {
         // Resolve and encrypt outside the write transaction: it is the slow part.
         let mut accounts: BTreeMap<EmailAddress, UserRecord> = BTreeMap::new();
@@ -213,13 +250,13 @@ impl MailStore {
             Vec::with_capacity(batch.len());
         {
             let tx = self.engine.begin_read()?;
-            for (recipients, message) in batch {
+            for (recipients, message, _) in batch {
                 routed.push(self.route(tx.as_ref(), recipients, message, &mut accounts));
             }
         }
         let now = crate::now_unix() as i64;
         let mut prepared: Vec<Result<PreparedDelivery<'_>>> = Vec::with_capacity(batch.len());
-        for ((_, message), routes) in batch.iter().zip(routed) {
+        for ((_, message, _), routes) in batch.iter().zip(routed) {
             prepared.push(routes.and_then(|routes| {
                 let extracted = IndexRecord::extract(message);
                 let mut seen = BTreeSet::new();
@@ -239,7 +276,8 @@ impl MailStore {
         let inbox = MailboxName::inbox();
         let mut tx = self.engine.begin_write()?;
         let mut results = Vec::with_capacity(batch.len());
-        for delivery in prepared {
+        let mut changed = BTreeSet::new();
+        for (delivery, (_, _, filing)) in prepared.into_iter().zip(batch) {
             let delivery = match delivery {
                 Ok(delivery) => delivery,
                 Err(error) => {
@@ -257,8 +295,13 @@ impl MailStore {
             }
             let mut uids = BTreeMap::new();
             for (user, copy) in delivery.copies {
-                let (uid, _) = store_prepared(tx.as_mut(), user, &inbox, copy)?;
+                let mailbox = match filing {
+                    Filing::Inbox => inbox.clone(),
+                    Filing::Junk => junk_mailbox(tx.as_ref(), user.id)?.unwrap_or_else(|| inbox.clone()),
+                };
+                let (uid, _) = store_prepared(tx.as_mut(), user, &mailbox, copy)?;
                 uids.insert(user.address.clone(), uid);
+                changed.insert((user.address.clone(), mailbox));
             }
             let delivered = delivery
                 .routes
@@ -271,14 +314,8 @@ impl MailStore {
             results.push(Ok(DeliveryReport { delivered }));
         }
         tx.commit()?;
-        let mut changed = BTreeSet::new();
-        for report in results.iter().flatten() {
-            for (_, account, _) in &report.delivered {
-                changed.insert(account.clone());
-            }
-        }
-        for account in changed {
-            self.notify(&account, &inbox);
+        for (account, mailbox) in changed {
+            self.notify(&account, &mailbox);
         }
         Ok(results)
     }

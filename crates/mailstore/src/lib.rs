@@ -33,7 +33,7 @@ mod spam_models;
 mod unlock_cache;
 
 pub use accounts::{PasswordAuthority, PasswordReset, UserCreated, UserSummary};
-pub use delivery::DeliveryReport;
+pub use delivery::{DeliveryReport, Filing};
 pub use error::{Result, StoreError};
 pub use export::ExportSummary;
 pub use notify::{ChangeCallback, MailboxChange, Subscription};

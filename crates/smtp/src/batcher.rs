@@ -10,7 +10,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use letterlock_mailstore::{DeliveryReport, MailStore, StoreError};
+use letterlock_mailstore::{DeliveryReport, Filing, MailStore, StoreError};
 use letterlock_types::EmailAddress;
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,6 +20,7 @@ use crate::settings::Settings;
 struct Delivery {
     recipients: Vec<EmailAddress>,
     message: Vec<u8>,
+    filing: Filing,
     answer: oneshot::Sender<Result<DeliveryReport, StoreError>>,
 }
 
@@ -69,12 +70,14 @@ impl DeliveryBatcher {
         &self,
         recipients: Vec<EmailAddress>,
         message: Vec<u8>,
+        filing: Filing,
     ) -> Result<DeliveryReport, DeliveryError> {
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Delivery {
                 recipients,
                 message,
+                filing,
                 answer,
             })
             .await
@@ -119,11 +122,17 @@ fn run_committer(store: MailStore, mut receiver: mpsc::Receiver<Delivery>, limit
         }
         saw_concurrency = batch.len() > 1;
         let results = {
-            let items: Vec<(&[EmailAddress], &[u8])> = batch
+            let items: Vec<(&[EmailAddress], &[u8], Filing)> = batch
                 .iter()
-                .map(|delivery| (delivery.recipients.as_slice(), delivery.message.as_slice()))
+                .map(|delivery| {
+                    (
+                        delivery.recipients.as_slice(),
+                        delivery.message.as_slice(),
+                        delivery.filing,
+                    )
+                })
                 .collect();
-            store.deliver_many(&items)
+            store.deliver_many_filed(&items)
         };
         tracing::debug!(messages = batch.len(), bytes, "group commit");
         let mut results = results.into_iter();

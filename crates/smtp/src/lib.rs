@@ -20,6 +20,7 @@ pub use letterlock_queue::Outbound;
 use letterlock_server::{Connection, SessionFuture, SessionHandler};
 
 pub mod batcher;
+pub mod filter;
 pub mod framing;
 pub mod limiter;
 pub mod reply;

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use letterlock_mailstore::records::flag_bits;
-use letterlock_mailstore::{MailStore, SpecialUse, StoreError, Unlocked};
+use letterlock_mailstore::{Filing, MailStore, SpecialUse, StoreError, Unlocked};
+
+use crate::filter::{strip_header_fields, SpamFilter, VERDICT_HEADERS};
 use letterlock_server::{Connection, Service, ShutdownSignal, Transport};
 use letterlock_types::{EmailAddress, Secret};
 use smtp_proto::{Error as ParseError, Request};
@@ -68,6 +70,8 @@ pub struct SmtpServer {
     store: MailStore,
     settings: Settings,
     batcher: DeliveryBatcher,
+    /// Scores inbound (MX) mail before it is encrypted.
+    filter: Arc<SpamFilter>,
     limiter: AuthLimiter,
     /// The outbound queue and DKIM keys; without them, remote recipients get a `451`.
     outbound: Option<Outbound>,
@@ -289,12 +293,18 @@ impl SmtpServer {
             settings.auth_failures_per_ip_max,
             settings.auth_failure_window,
         );
+        let filter = Arc::new(SpamFilter::new(
+            store.clone(),
+            settings.junk_threshold,
+            settings.reject_threshold,
+        ));
         Ok(Arc::new(SmtpServer {
             store,
             settings,
             batcher,
             limiter,
             outbound,
+            filter,
         }))
     }
 
@@ -853,6 +863,32 @@ impl SmtpServer {
                 Err(_) => return Reply::new(451, "4.3.0", "temporary failure, try again later"),
             }
         }
+        // Inbound mail is assessed for spam and phishing while it is plaintext in memory.
+        let (body, filing) = if state.mode == Mode::Inbound {
+            let body = strip_header_fields(&body, &VERDICT_HEADERS);
+            let filter = Arc::clone(&self.filter);
+            let recipients = transaction.recipients.clone();
+            let assessed = tokio::task::spawn_blocking(move || {
+                let assessment = filter.assess(&body, &recipients);
+                (assessment, body)
+            })
+            .await;
+            let Ok((assessment, body)) = assessed else {
+                return Reply::new(451, "4.3.0", "temporary failure, try again later");
+            };
+            if assessment.reject {
+                return Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("message refused as spam (score {:.3})", assessment.score),
+                );
+            }
+            let mut assessed_body = assessment.headers;
+            assessed_body.extend_from_slice(&body);
+            (assessed_body, assessment.filing)
+        } else {
+            (body, Filing::Inbox)
+        };
         let transaction_id = new_transaction_id();
         let protocol = match (state.esmtp, state.tls.is_some(), state.auth.is_some()) {
             (false, _, _) => "SMTP",
@@ -900,7 +936,7 @@ impl SmtpServer {
             };
             match self
                 .batcher
-                .deliver(transaction.recipients, local_message)
+                .deliver(transaction.recipients, local_message, filing)
                 .await
             {
                 Ok(_) => {}

@@ -70,6 +70,10 @@ pub struct Settings {
     pub group_commit_bytes_max: usize,
     pub group_commit_window: Duration,
     pub delivery_queue_max: usize,
+    /// Combined spam and phishing score at or above which inbound mail is filed in Junk.
+    pub junk_threshold: f64,
+    /// Score at or above which inbound mail is refused at SMTP time (550 5.7.1).
+    pub reject_threshold: f64,
 }
 
 impl Default for Settings {
@@ -92,6 +96,8 @@ impl Default for Settings {
             group_commit_bytes_max: GROUP_COMMIT_BYTES_MAX,
             group_commit_window: Duration::from_micros(GROUP_COMMIT_WINDOW_MICROS),
             delivery_queue_max: DELIVERY_QUEUE_MAX,
+            junk_threshold: letterlock_filter::JUNK_THRESHOLD_DEFAULT,
+            reject_threshold: letterlock_filter::REJECT_THRESHOLD_DEFAULT,
         }
     }
 }

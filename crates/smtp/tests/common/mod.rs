@@ -97,7 +97,7 @@ pub fn inbox(store: &MailStore, user: &str) -> Vec<Vec<u8>> {
 }
 
 /// The message after the `Return-Path` and `Received` headers the server put in front,
-/// asserting that they are there.
+/// asserting that they are there, and after the spam and phishing verdicts inbound mail gets.
 pub fn without_trace(message: &[u8]) -> Vec<u8> {
     let text = message;
     assert!(
@@ -113,7 +113,10 @@ pub fn without_trace(message: &[u8]) -> Vec<u8> {
     assert!(received.starts_with(b"Received: from "), "no Received");
     skipped += received.len();
     while let Some(line) = lines.peek() {
-        if line.starts_with(b"\t") {
+        if line.starts_with(b"\t")
+            || line.starts_with(b"X-Letterlock-Spam: ")
+            || line.starts_with(b"X-Letterlock-Phishing: ")
+        {
             skipped += line.len();
             lines.next();
         } else {
