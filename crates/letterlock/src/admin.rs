@@ -96,6 +96,9 @@ pub enum UserCommand {
     /// App passwords: one per client, each able to unlock the account.
     #[command(subcommand, name = "app-password")]
     AppPassword(AppPasswordCommand),
+    /// The account's OpenPGP keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Args)]
@@ -109,6 +112,24 @@ pub struct PasswdArgs {
     /// Keep the account's keys by proving the current password (read before the new one).
     #[arg(long)]
     pub current: bool,
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// The account's keys, oldest first; the last one receives new mail.
+    List { address: String },
+    /// The current public key, armoured, on standard output.
+    Export { address: String },
+    /// A new generated key for new mail; older keys keep reading older mail.
+    /// Reads the account password from standard input, or prompts.
+    Rotate { address: String },
+    /// Use the secret key the user brings (armoured or binary; unlocked or locked with the
+    /// account password) for new mail. Reads the account password.
+    Import {
+        address: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -308,6 +329,54 @@ pub fn user(
             store.remove_user(&address)?;
             writeln!(out, "removed user {address} and all its mail")?;
         }
+        UserCommand::Key(command) => match command {
+            KeyCommand::List { address } => {
+                let address = parse_address(&address)?;
+                let keys = store.list_keys(&address)?;
+                let current = keys.len();
+                for (position, (fingerprint, created_unix, readable)) in
+                    keys.into_iter().enumerate()
+                {
+                    let mut notes = Vec::new();
+                    if position + 1 == current {
+                        notes.push("current");
+                    }
+                    if !readable {
+                        notes.push("lost in an admin reset");
+                    }
+                    writeln!(
+                        out,
+                        "{fingerprint}\tcreated {created_unix}\t{}",
+                        notes.join(", ")
+                    )?;
+                }
+            }
+            KeyCommand::Export { address } => {
+                let address = parse_address(&address)?;
+                let key = letterlock_crypto::openpgp::PublicKey::from_bytes(
+                    &store.public_key(&address)?,
+                )?;
+                write!(out, "{}", key.to_armored()?)?;
+            }
+            KeyCommand::Rotate { address } => {
+                let address = parse_address(&address)?;
+                store.public_key(&address)?;
+                let password = input.secret("Account password: ")?;
+                let fingerprint = store.replace_key(&address, &password, None)?;
+                writeln!(out, "new OpenPGP key for {address}: {fingerprint}")?;
+                writeln!(out, "older keys are kept and still read older mail")?;
+            }
+            KeyCommand::Import { address, file } => {
+                let address = parse_address(&address)?;
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read key file {}", file.display()))?;
+                store.public_key(&address)?;
+                let password = input.secret("Account password: ")?;
+                let fingerprint = store.replace_key(&address, &password, Some(&bytes))?;
+                writeln!(out, "imported OpenPGP key for {address}: {fingerprint}")?;
+                writeln!(out, "older keys are kept and still read older mail")?;
+            }
+        },
         UserCommand::AppPassword(command) => match command {
             AppPasswordCommand::Add { address, name } => {
                 let address = parse_address(&address)?;

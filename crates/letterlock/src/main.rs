@@ -303,7 +303,7 @@ fn forwarded_arguments() -> anyhow::Result<Vec<String>> {
             "--data" | "--config" => {
                 arguments.next();
             }
-            "--out" | "--import-key" => {
+            "--out" | "--import-key" | "--file" => {
                 forwarded.push(argument);
                 if let Some(path) = arguments.next() {
                     forwarded.push(absolute(&path)?);
@@ -311,7 +311,7 @@ fn forwarded_arguments() -> anyhow::Result<Vec<String>> {
             }
             _ if argument.starts_with("--data=") || argument.starts_with("--config=") => {}
             _ => match argument.split_once('=') {
-                Some((flag @ ("--out" | "--import-key"), path)) => {
+                Some((flag @ ("--out" | "--import-key" | "--file"), path)) => {
                     forwarded.push(format!("{flag}={}", absolute(path)?));
                 }
                 _ => forwarded.push(argument),

@@ -440,3 +440,101 @@ fn queue_commands_on_an_empty_queue() {
     let (_, error) = env.fails(&["queue", "delete", "7"], "");
     assert!(error.contains('7'), "{error}");
 }
+
+#[test]
+fn key_rotation_keeps_old_mail_readable_and_new_mail_uses_the_new_key() {
+    let env = Env::new();
+    env.with_alice();
+    env.ok(
+        &["deliver", "alice@example.org"],
+        "Subject: before\r\n\r\nbefore\r\n",
+    );
+    let first_export = env.ok(&["user", "key", "export", "alice@example.org"], "");
+    assert!(
+        first_export.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+        "{first_export}"
+    );
+    let (_, error) = env.fails(
+        &["user", "key", "rotate", "alice@example.org"],
+        "wrong password\n",
+    );
+    assert!(error.contains("wrong password"), "{error}");
+    let rotated = env.ok(
+        &["user", "key", "rotate", "alice@example.org"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        rotated.contains("new OpenPGP key for alice@example.org"),
+        "{rotated}"
+    );
+    env.ok(
+        &["deliver", "alice@example.org"],
+        "Subject: after\r\n\r\nafter\r\n",
+    );
+    let listed = env.ok(&["user", "key", "list", "alice@example.org"], "");
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed
+            .lines()
+            .last()
+            .is_some_and(|line| line.ends_with("current")),
+        "{listed}"
+    );
+    assert_ne!(
+        env.ok(&["user", "key", "export", "alice@example.org"], ""),
+        first_export
+    );
+
+    // A key the user brings, locked with the account password.
+    let brought = letterlock_crypto::openpgp::UserKey::generate("alice@example.org").expect("key");
+    let key_file = env.root.path().join("brought.asc");
+    std::fs::write(
+        &key_file,
+        brought
+            .export_locked_armored(PASSWORD.as_bytes())
+            .expect("armor"),
+    )
+    .expect("write");
+    let imported = env.ok(
+        &[
+            "user",
+            "key",
+            "import",
+            "alice@example.org",
+            "--file",
+            key_file.to_str().expect("utf-8"),
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(imported.contains(&brought.fingerprint()), "{imported}");
+    env.ok(
+        &["deliver", "alice@example.org"],
+        "Subject: third\r\n\r\nthird\r\n",
+    );
+
+    let session = env
+        .store()
+        .unlock(&alice(), &Secret::from(PASSWORD))
+        .expect("unlock");
+    let inbox = MailboxName::inbox();
+    assert_eq!(
+        session.fetch(&inbox, 1).expect("before the rotation"),
+        b"Subject: before\r\n\r\nbefore\r\n"
+    );
+    assert_eq!(
+        session.fetch(&inbox, 2).expect("after the rotation"),
+        b"Subject: after\r\n\r\nafter\r\n"
+    );
+    assert_eq!(
+        session.fetch(&inbox, 3).expect("after the import"),
+        b"Subject: third\r\n\r\nthird\r\n"
+    );
+    // Each message is encrypted to the key that was current when it arrived.
+    let third = session.fetch_encrypted(&inbox, 3).expect("ciphertext");
+    assert!(
+        brought.decrypt(&third, 1024).is_ok(),
+        "new mail is encrypted to the imported key"
+    );
+    let first = session.fetch_encrypted(&inbox, 1).expect("ciphertext");
+    assert!(brought.decrypt(&first, 1024).is_err());
+}

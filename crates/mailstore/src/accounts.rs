@@ -389,6 +389,58 @@ impl MailStore {
         Ok(())
     }
 
+    /// Give the account a new OpenPGP key, generated here or the one the user brings
+    /// (`import`, armoured or binary, unlocked or locked with the account password). Mail
+    /// arriving from now on is encrypted to it; older keys are kept, so older mail stays
+    /// readable. Needs the account password: the new secret key is sealed under the account key.
+    /// Returns the new key's fingerprint.
+    pub fn replace_key(
+        &self,
+        address: &EmailAddress,
+        password: &Secret,
+        import: Option<&[u8]>,
+    ) -> Result<String> {
+        let unlocked = self.unlock(address, password)?;
+        let key = match import {
+            Some(bytes) => UserKey::import(bytes, password.expose())?,
+            None => UserKey::generate(&address.to_string())?,
+        };
+        let mut tx = self.engine.begin_write()?;
+        let mut user = user_record(tx.as_ref(), address)?;
+        if user.keys.iter().any(|record| record.fingerprint == key.fingerprint()) {
+            return Err(StoreError::Corrupted(format!(
+                "key {} is already one of this account's keys",
+                key.fingerprint()
+            )));
+        }
+        let record = seal_user_key(unlocked.account_key(), &key, user.account_key_generation)?;
+        user.keys.push(record);
+        put_record(tx.as_mut(), USERS, address.to_string().as_bytes(), &user)?;
+        tx.commit()?;
+        // Sessions unlocked before hold the old key list.
+        self.unlock_cache.forget(address);
+        Ok(key.fingerprint())
+    }
+
+    /// Fingerprints and creation times of the account's keys, oldest first; the last one is
+    /// the one new mail is encrypted to. `readable` is false for keys sealed under an account
+    /// key that an admin reset replaced.
+    pub fn list_keys(&self, address: &EmailAddress) -> Result<Vec<(String, u64, bool)>> {
+        let tx = self.engine.begin_read()?;
+        let user = user_record(tx.as_ref(), address)?;
+        Ok(user
+            .keys
+            .iter()
+            .map(|key| {
+                (
+                    key.fingerprint.clone(),
+                    key.created_unix,
+                    key.account_key_generation == user.account_key_generation,
+                )
+            })
+            .collect())
+    }
+
     pub fn public_key(&self, address: &EmailAddress) -> Result<Vec<u8>> {
         let tx = self.engine.begin_read()?;
         Ok(user_record(tx.as_ref(), address)?

@@ -29,7 +29,11 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let connections: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(10_000);
+    let connections: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let binary = std::env::current_exe()?.with_file_name("letterlock");
     let root = tempfile::tempdir()?;
     let data = root.path().join("data");
@@ -50,14 +54,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()?;
-        child.stdin.take().ok_or("stdin")?.write_all(input.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .ok_or("stdin")?
+            .write_all(input.as_bytes())?;
         if !child.wait()?.success() {
             return Err(format!("letterlock {args:?} failed").into());
         }
         Ok(())
     };
     run(&["domain", "add", "example.org"], "")?;
-    run(&["user", "add", "bench@example.org"], &format!("{PASSWORD}\n"))?;
+    run(
+        &["user", "add", "bench@example.org"],
+        &format!("{PASSWORD}\n"),
+    )?;
 
     let mut server = Command::new(&binary)
         .arg("--data")
@@ -89,13 +100,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for der in rustls::pki_types::CertificateDer::pem_slice_iter(&certificate) {
         roots.add(der?)?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(letterlock_server::tls::crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config =
+        rustls::ClientConfig::builder_with_provider(letterlock_server::tls::crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         std::thread::sleep(Duration::from_millis(500));
         let before = rss_kib(pid).ok_or("cannot read the server's memory")?;
