@@ -197,6 +197,15 @@ struct Session {
     rate_checked: Instant,
 }
 
+/// RFC 9208 section 5.1: usage and limit of the STORAGE resource, in units of 1024 octets.
+fn quota_line(used_bytes: u64, limit_bytes: u64) -> String {
+    format!(
+        "* QUOTA \"\" (STORAGE {} {})",
+        used_bytes.div_ceil(1024),
+        limit_bytes / 1024
+    )
+}
+
 /// Shorthand for a store error as a tagged NO with the matching response code.
 fn store_error(error: StoreError) -> Done {
     let text = match &error {
@@ -267,6 +276,8 @@ impl Session {
             "ESEARCH",
             "STATUS=SIZE",
             "CONDSTORE",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
         ]);
         let mut text = list.join(" ");
         text.push_str(&format!(
@@ -498,6 +509,37 @@ impl Session {
             Command::Id => {
                 io.line("* ID (\"name\" \"Letterlock\")");
                 Ok(ok("ID completed"))
+            }
+            Command::GetQuotaRoot(mailbox) => {
+                let name = self.mailbox_name(&mailbox)?;
+                let (used, limit) = self
+                    .blocking(move |user| {
+                        user.mailbox_status(&name)?;
+                        user.quota()
+                    })
+                    .await?;
+                let mut line = b"* QUOTAROOT ".to_vec();
+                crate::encode::string(&mut line, mailbox.as_bytes());
+                line.extend_from_slice(b" \"\"\r\n");
+                io.write(&line);
+                if limit > 0 {
+                    io.line(&quota_line(used, limit));
+                }
+                Ok(ok("GETQUOTAROOT completed"))
+            }
+            Command::GetQuota(root) => {
+                if !root.is_empty() {
+                    return Err(no("[NONEXISTENT] the only quota root is \"\""));
+                }
+                let (used, limit) = self.blocking(|user| user.quota()).await?;
+                if limit > 0 {
+                    io.line(&quota_line(used, limit));
+                }
+                Ok(ok("GETQUOTA completed"))
+            }
+            Command::SetQuota => {
+                self.user()?;
+                Err(no("[NOPERM] quotas are set by the administrator"))
             }
             Command::Namespace => {
                 self.user()?;

@@ -257,6 +257,12 @@ pub enum Command {
         mailbox: String,
     },
     Idle,
+    /// RFC 9208: the quota root of a mailbox, and its quotas.
+    GetQuotaRoot(String),
+    /// RFC 9208: one quota root's usage and limits.
+    GetQuota(String),
+    /// RFC 9208: refused; quotas are the administrator's.
+    SetQuota,
 }
 
 /// Parse one complete command: `tag SP command` with any literals inline (`{N}\r\n` + data).
@@ -608,6 +614,19 @@ impl Parser<'_> {
                     read_only: name == "EXAMINE",
                     condstore,
                 }
+            }
+            "GETQUOTAROOT" => {
+                self.space()?;
+                Command::GetQuotaRoot(self.astring()?)
+            }
+            "GETQUOTA" => {
+                self.space()?;
+                Command::GetQuota(self.astring()?)
+            }
+            "SETQUOTA" => {
+                // The rest of the line is not needed to refuse it.
+                self.position = self.input.len();
+                Command::SetQuota
             }
             "CREATE" | "DELETE" | "SUBSCRIBE" | "UNSUBSCRIBE" => {
                 self.space()?;

@@ -407,7 +407,11 @@ impl MailStore {
         };
         let mut tx = self.engine.begin_write()?;
         let mut user = user_record(tx.as_ref(), address)?;
-        if user.keys.iter().any(|record| record.fingerprint == key.fingerprint()) {
+        if user
+            .keys
+            .iter()
+            .any(|record| record.fingerprint == key.fingerprint())
+        {
             return Err(StoreError::Corrupted(format!(
                 "key {} is already one of this account's keys",
                 key.fingerprint()

@@ -32,10 +32,7 @@ pub enum Filing {
 }
 
 /// The account's mailbox with the `\Junk` special use (RFC 6154), if it has one.
-fn junk_mailbox(
-    tx: &(impl ReadTransaction + ?Sized),
-    user_id: u64,
-) -> Result<Option<MailboxName>> {
+fn junk_mailbox(tx: &(impl ReadTransaction + ?Sized), user_id: u64) -> Result<Option<MailboxName>> {
     let prefix = records::u64_key(user_id);
     for (key, value) in tx.scan(MAILBOXES, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
         let record: MailboxRecord = records::decode("mailbox", &value)?;
@@ -297,7 +294,9 @@ impl MailStore {
             for (user, copy) in delivery.copies {
                 let mailbox = match filing {
                     Filing::Inbox => inbox.clone(),
-                    Filing::Junk => junk_mailbox(tx.as_ref(), user.id)?.unwrap_or_else(|| inbox.clone()),
+                    Filing::Junk => {
+                        junk_mailbox(tx.as_ref(), user.id)?.unwrap_or_else(|| inbox.clone())
+                    }
                 };
                 let (uid, _) = store_prepared(tx.as_mut(), user, &mailbox, copy)?;
                 uids.insert(user.address.clone(), uid);

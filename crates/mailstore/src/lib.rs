@@ -38,10 +38,10 @@ pub use error::{Result, StoreError};
 pub use export::ExportSummary;
 pub use notify::{ChangeCallback, MailboxChange, Subscription};
 pub use records::SpecialUse;
-pub use spam_models::ModelOwner;
 pub use session::{
     CopiedMessages, MailboxInfo, MailboxStatus, MessageFlags, MessageSummary, Unlocked,
 };
+pub use spam_models::ModelOwner;
 pub use unlock_cache::{UnlockCacheStats, UNLOCK_CACHE_ENTRIES_MAX, UNLOCK_CACHE_TTL_SECS};
 
 /// How the mail store is tuned; the server's configuration fills it in.

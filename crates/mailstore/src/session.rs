@@ -86,6 +86,16 @@ impl Unlocked {
         &self.account_key
     }
 
+    /// Bytes used and the quota in bytes (0: none), for IMAP QUOTA (RFC 9208).
+    pub fn quota(&self) -> Result<(u64, u64)> {
+        let tx = self.store.engine.begin_read()?;
+        let user = crate::accounts::user_record(tx.as_ref(), &self.user.address)?;
+        let usage: records::UsageRecord =
+            get_record(tx.as_ref(), records::USAGE, &records::u64_key(user.id))?
+                .unwrap_or_default();
+        Ok((usage.bytes, user.quota_bytes))
+    }
+
     pub fn address(&self) -> &EmailAddress {
         &self.user.address
     }

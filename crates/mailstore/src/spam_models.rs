@@ -28,7 +28,11 @@ pub(crate) fn user_model_key(user_id: u64) -> Vec<u8> {
 }
 
 impl MailStore {
-    fn model_key(&self, tx: &dyn letterlock_storage::ReadTransaction, owner: ModelOwner<'_>) -> Result<Vec<u8>> {
+    fn model_key(
+        &self,
+        tx: &dyn letterlock_storage::ReadTransaction,
+        owner: ModelOwner<'_>,
+    ) -> Result<Vec<u8>> {
         Ok(match owner {
             ModelOwner::Global => GLOBAL_KEY.to_vec(),
             ModelOwner::User(address) => user_model_key(user_record(tx, address)?.id),

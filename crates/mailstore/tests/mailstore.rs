@@ -576,6 +576,8 @@ fn an_unknown_account_costs_a_kdf_run_like_a_wrong_password() {
         Err(StoreError::NoSuchUser(_))
     ));
     assert_eq!(store.unlock_cache_stats().password_kdf_runs, before + 1);
-    assert!(store.unlock(&address("alice@example.org"), &Secret::from("wrong one")).is_err());
+    assert!(store
+        .unlock(&address("alice@example.org"), &Secret::from("wrong one"))
+        .is_err());
     assert_eq!(store.unlock_cache_stats().password_kdf_runs, before + 2);
 }
