@@ -26,6 +26,7 @@ mod mime;
 mod search;
 mod sequence;
 mod session;
+pub mod sort;
 pub mod syntax;
 pub mod training;
 

@@ -278,6 +278,7 @@ impl Session {
             "CONDSTORE",
             "QUOTA",
             "QUOTA=RES-STORAGE",
+            "SORT",
         ]);
         let mut text = list.join(" ");
         text.push_str(&format!(
@@ -397,6 +398,7 @@ impl Session {
             Command::Fetch { uid: false, .. }
                 | Command::Store { uid: false, .. }
                 | Command::Search { uid: false, .. }
+                | Command::Sort { uid: false, .. }
         );
         let is_idle = matches!(command, Command::Idle);
         let result = self.dispatch(io, tag, command).await;
@@ -636,6 +638,7 @@ impl Session {
             Command::Expunge => self.expunge(io, None).await,
             Command::UidExpunge(set) => self.expunge(io, Some(set)).await,
             Command::Search { uid, returns, key } => self.search(io, tag, uid, returns, key).await,
+            Command::Sort { uid, criteria, key } => self.sort(io, uid, &criteria, key).await,
             Command::Fetch {
                 uid,
                 set,
@@ -1047,18 +1050,24 @@ impl Session {
         }
     }
 
-    async fn search<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    /// The positions (in the selected mailbox) of the messages matching `key`, and the
+    /// envelopes that were read for it (all of them when `want_envelopes`).
+    async fn evaluate(
         &mut self,
-        io: &mut Io<S>,
-        tag: &str,
-        uid: bool,
-        returns: Option<Vec<SearchReturn>>,
-        key: SearchKey,
-    ) -> CommandResult {
+        key: &SearchKey,
+        want_envelopes: bool,
+    ) -> Result<
+        (
+            Vec<usize>,
+            std::collections::HashMap<u32, letterlock_mailstore::index::Envelope>,
+        ),
+        Done,
+    > {
         let selected = self.selected()?;
         let name = selected.name.clone();
         let uids = selected.uids();
-        let needs = search::needs(&key);
+        let mut needs = search::needs(key);
+        needs.envelope |= want_envelopes;
         let loaded_uids = uids.clone();
         let (envelopes, terms, raws) = self
             .blocking(move |user| {
@@ -1090,8 +1099,7 @@ impl Session {
         let selected = self.selected()?;
         let largest_uid = uids.last().copied().unwrap_or(0);
         let largest_sequence = selected.messages.len() as u32;
-        let mut found = Vec::new();
-        let mut highest_modseq = 0;
+        let mut positions = Vec::new();
         for (index, message) in selected.messages.iter().enumerate() {
             let candidate = Candidate {
                 sequence: index as u32 + 1,
@@ -1102,10 +1110,64 @@ impl Session {
                 terms: terms.get(&message.uid).map(Vec::as_slice),
                 raw: raws.get(&message.uid).map(Vec::as_slice),
             };
-            if search::matches(&key, &candidate) {
-                found.push(if uid { message.uid } else { index as u32 + 1 });
-                highest_modseq = highest_modseq.max(message.modseq);
+            if search::matches(key, &candidate) {
+                positions.push(index);
             }
+        }
+        Ok((positions, envelopes))
+    }
+
+    /// SORT and UID SORT (RFC 5256).
+    async fn sort<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        io: &mut Io<S>,
+        uid: bool,
+        criteria: &[crate::sort::SortCriterion],
+        key: SearchKey,
+    ) -> CommandResult {
+        let (positions, envelopes) = self.evaluate(&key, true).await?;
+        let selected = self.selected()?;
+        let mut items: Vec<crate::sort::Sortable<'_>> = positions
+            .iter()
+            .map(|&position| {
+                let message = &selected.messages[position];
+                crate::sort::Sortable {
+                    sequence: position as u32 + 1,
+                    message,
+                    envelope: envelopes.get(&message.uid),
+                }
+            })
+            .collect();
+        crate::sort::sort(&mut items, criteria);
+        let mut line = String::from("* SORT");
+        for item in &items {
+            let number = if uid { item.message.uid } else { item.sequence };
+            line.push_str(&format!(" {number}"));
+        }
+        io.line(&line);
+        Ok(ok("SORT completed"))
+    }
+
+    async fn search<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        io: &mut Io<S>,
+        tag: &str,
+        uid: bool,
+        returns: Option<Vec<SearchReturn>>,
+        key: SearchKey,
+    ) -> CommandResult {
+        let (positions, _) = self.evaluate(&key, false).await?;
+        let selected = self.selected()?;
+        let mut found = Vec::new();
+        let mut highest_modseq = 0;
+        for position in positions {
+            let message = &selected.messages[position];
+            found.push(if uid {
+                message.uid
+            } else {
+                position as u32 + 1
+            });
+            highest_modseq = highest_modseq.max(message.modseq);
         }
         let uses_modseq = contains_modseq(&key);
         let returns = match returns {

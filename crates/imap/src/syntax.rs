@@ -257,6 +257,12 @@ pub enum Command {
         mailbox: String,
     },
     Idle,
+    /// RFC 5256: SEARCH results in the order of `criteria`.
+    Sort {
+        uid: bool,
+        criteria: Vec<crate::sort::SortCriterion>,
+        key: SearchKey,
+    },
     /// RFC 9208: the quota root of a mailbox, and its quotas.
     GetQuotaRoot(String),
     /// RFC 9208: one quota root's usage and limits.
@@ -647,6 +653,7 @@ impl Parser<'_> {
             }
             "APPEND" => self.append()?,
             "SEARCH" => self.search(false)?,
+            "SORT" => self.sort(false)?,
             "FETCH" => self.fetch(false)?,
             "STORE" => self.store(false)?,
             "COPY" | "MOVE" => self.copy_or_move(false, name == "MOVE")?,
@@ -655,6 +662,7 @@ impl Parser<'_> {
                 let name = self.upper_atom()?;
                 match name.as_str() {
                     "SEARCH" => self.search(true)?,
+                    "SORT" => self.sort(true)?,
                     "FETCH" => self.fetch(true)?,
                     "STORE" => self.store(true)?,
                     "COPY" | "MOVE" => self.copy_or_move(true, name == "MOVE")?,
@@ -1067,6 +1075,58 @@ impl Parser<'_> {
         Ok(Command::Search {
             uid,
             returns,
+            key: SearchKey::And(keys),
+        })
+    }
+
+    /// `SORT (criteria) charset search-keys` (RFC 5256 section 3).
+    fn sort(&mut self, uid: bool) -> Parsed<Command> {
+        use crate::sort::{SortCriterion, SortKey};
+        self.space()?;
+        self.expect(b'(')?;
+        let mut criteria = Vec::new();
+        let mut reverse = false;
+        loop {
+            let word = self.upper_atom()?;
+            let key = match word.as_str() {
+                "REVERSE" => {
+                    reverse = true;
+                    self.space()?;
+                    continue;
+                }
+                "ARRIVAL" => SortKey::Arrival,
+                "CC" => SortKey::Cc,
+                "DATE" => SortKey::Date,
+                "FROM" => SortKey::From,
+                "SIZE" => SortKey::Size,
+                "SUBJECT" => SortKey::Subject,
+                "TO" => SortKey::To,
+                other => return Err(format!("unknown SORT criterion {other}")),
+            };
+            criteria.push(SortCriterion { key, reverse });
+            reverse = false;
+            if self.peek() == Some(b')') {
+                break;
+            }
+            self.space()?;
+        }
+        self.expect(b')')?;
+        self.space()?;
+        let charset = self.astring()?.to_ascii_uppercase();
+        if charset != "UTF-8" && charset != "US-ASCII" {
+            return Err("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset".into());
+        }
+        let mut keys = Vec::new();
+        while self.peek() == Some(b' ') {
+            self.space()?;
+            keys.push(self.search_key(0)?);
+        }
+        if keys.is_empty() {
+            return Err("SORT needs at least one search key".into());
+        }
+        Ok(Command::Sort {
+            uid,
+            criteria,
             key: SearchKey::And(keys),
         })
     }

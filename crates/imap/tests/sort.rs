@@ -1,0 +1,102 @@
+//! SORT (RFC 5256) over a real session: criteria, REVERSE, base subjects, UID SORT, errors.
+
+mod common;
+
+use common::{address, Client, PASSWORD, USER};
+
+fn message(from: &str, subject: &str, date: &str, body_bytes: usize) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {USER}\r\nSubject: {subject}\r\nDate: {date}\r\n\r\n{}\r\n",
+        "x".repeat(body_bytes)
+    )
+    .into_bytes()
+}
+
+fn sorted(reply: &common::Reply) -> String {
+    reply
+        .untagged
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).trim_end().to_string())
+        .find(|line| line.starts_with("* SORT"))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sort_by_subject_date_size_and_from() {
+    let server = common::start().await;
+    for (from, subject, date, size) in [
+        (
+            "carol@example.net",
+            "Re: banana",
+            "Tue, 24 Nov 2026 10:00:00 +0000",
+            300,
+        ),
+        (
+            "alice@example.net",
+            "apple",
+            "Mon, 23 Nov 2026 10:00:00 +0000",
+            100,
+        ),
+        (
+            "bob@example.net",
+            "[list] Fwd: cherry",
+            "Wed, 25 Nov 2026 10:00:00 +0000",
+            200,
+        ),
+    ] {
+        server
+            .store
+            .deliver(&[address(USER)], &message(from, subject, date, size))
+            .expect("deliver");
+    }
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    let capabilities = client.command("CAPABILITY").await;
+    assert!(String::from_utf8_lossy(&capabilities.untagged[0]).contains(" SORT"));
+    client.command("SELECT INBOX").await.assert_ok();
+
+    let reply = client.command("SORT (SUBJECT) UTF-8 ALL").await;
+    reply.assert_ok();
+    assert_eq!(
+        sorted(&reply),
+        "* SORT 2 1 3",
+        "apple, banana, cherry by base subject"
+    );
+    assert_eq!(
+        sorted(&client.command("SORT (DATE) UTF-8 ALL").await),
+        "* SORT 2 1 3"
+    );
+    assert_eq!(
+        sorted(&client.command("SORT (REVERSE SIZE) UTF-8 ALL").await),
+        "* SORT 1 3 2"
+    );
+    assert_eq!(
+        sorted(&client.command("SORT (FROM) UTF-8 ALL").await),
+        "* SORT 2 3 1"
+    );
+    assert_eq!(
+        sorted(&client.command("SORT (ARRIVAL) US-ASCII ALL").await),
+        "* SORT 1 2 3"
+    );
+    assert_eq!(
+        sorted(
+            &client
+                .command("SORT (SUBJECT) UTF-8 NOT SUBJECT apple")
+                .await
+        ),
+        "* SORT 1 3"
+    );
+    assert_eq!(
+        sorted(&client.command("UID SORT (REVERSE DATE) UTF-8 ALL").await),
+        "* SORT 3 1 2"
+    );
+
+    let reply = client.command("SORT (COLOUR) UTF-8 ALL").await;
+    assert!(reply.tagged.contains("BAD"), "{}", reply.tagged);
+    let reply = client.command("SORT (DATE) KOI8-R ALL").await;
+    assert!(reply.tagged.contains("BADCHARSET"), "{}", reply.tagged);
+    client.command("NOOP").await.assert_ok();
+}
