@@ -172,6 +172,7 @@ mod tests {
     fn message(uid: u32, flags: u8) -> MessageFlags {
         MessageFlags {
             uid,
+            email_id: u64::from(uid),
             flags,
             keywords: vec!["$Work".into()],
             modseq: 5,

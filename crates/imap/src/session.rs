@@ -197,6 +197,16 @@ struct Session {
     rate_checked: Instant,
 }
 
+/// RFC 8474 object ids: letters, digits, `-` and `_`; ours are the store's numeric ids,
+/// prefixed so the two kinds can never be confused.
+fn mailbox_object_id(id: u64) -> String {
+    format!("M{id}")
+}
+
+fn email_object_id(id: u64) -> String {
+    format!("E{id}")
+}
+
 /// RFC 9208 section 5.1: usage and limit of the STORAGE resource, in units of 1024 octets.
 fn quota_line(used_bytes: u64, limit_bytes: u64) -> String {
     format!(
@@ -279,6 +289,7 @@ impl Session {
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "SORT",
+            "OBJECTID",
         ]);
         let mut text = list.join(" ");
         text.push_str(&format!(
@@ -573,9 +584,16 @@ impl Session {
             } => self.select(io, &mailbox, read_only, condstore).await,
             Command::Create(mailbox) => {
                 let name = self.mailbox_name(&mailbox)?;
-                self.blocking(move |user| user.create_mailbox(&name))
+                let status = self
+                    .blocking(move |user| {
+                        user.create_mailbox(&name)?;
+                        user.mailbox_status(&name)
+                    })
                     .await?;
-                Ok(ok("CREATE completed"))
+                Ok(ok(&format!(
+                    "[MAILBOXID ({})] CREATE completed",
+                    mailbox_object_id(status.mailbox_id)
+                )))
             }
             Command::Delete(mailbox) => {
                 let name = self.mailbox_name(&mailbox)?;
@@ -870,6 +888,9 @@ impl Session {
                 StatusItem::Size => format!("SIZE {}", status.size_bytes),
                 StatusItem::Recent => "RECENT 0".to_string(),
                 StatusItem::HighestModseq => format!("HIGHESTMODSEQ {}", status.highest_modseq),
+                StatusItem::MailboxId => {
+                    format!("MAILBOXID ({})", mailbox_object_id(status.mailbox_id))
+                }
             });
         }
         let mut line = b"* STATUS ".to_vec();
@@ -941,6 +962,10 @@ impl Session {
         io.line(&format!(
             "* OK [HIGHESTMODSEQ {}] highest modseq",
             info.highest_modseq
+        ));
+        io.line(&format!(
+            "* OK [MAILBOXID ({})] mailbox id",
+            mailbox_object_id(info.id)
         ));
         if self.rev2 {
             let mut line = b"* LIST () \"/\" ".to_vec();
@@ -1355,6 +1380,11 @@ impl Session {
             FetchItem::ModSeq => {
                 out.extend_from_slice(format!("MODSEQ ({})", message.modseq).as_bytes())
             }
+            FetchItem::EmailId => out.extend_from_slice(
+                format!("EMAILID ({})", email_object_id(message.email_id)).as_bytes(),
+            ),
+            // RFC 8474 section 5.2: NIL when the server does not thread messages.
+            FetchItem::ThreadId => out.extend_from_slice(b"THREADID NIL"),
             FetchItem::InternalDate => out.extend_from_slice(
                 format!(
                     "INTERNALDATE \"{}\"",

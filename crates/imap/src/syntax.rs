@@ -79,6 +79,8 @@ pub enum StatusItem {
     Size,
     Recent,
     HighestModseq,
+    /// RFC 8474.
+    MailboxId,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,6 +131,9 @@ pub enum FetchItem {
     Rfc822Header,
     Rfc822Text,
     ModSeq,
+    /// RFC 8474.
+    EmailId,
+    ThreadId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -718,6 +723,7 @@ impl Parser<'_> {
                 "SIZE" => Ok(StatusItem::Size),
                 "RECENT" => Ok(StatusItem::Recent),
                 "HIGHESTMODSEQ" => Ok(StatusItem::HighestModseq),
+                "MAILBOXID" => Ok(StatusItem::MailboxId),
                 other => Err(format!("unknown STATUS item {other}")),
             })
             .collect()
@@ -945,6 +951,8 @@ impl Parser<'_> {
             "RFC822.HEADER" => FetchItem::Rfc822Header,
             "RFC822.TEXT" => FetchItem::Rfc822Text,
             "MODSEQ" => FetchItem::ModSeq,
+            "EMAILID" => FetchItem::EmailId,
+            "THREADID" => FetchItem::ThreadId,
             "BODY" | "BODY.PEEK" if self.peek() == Some(b'[') => {
                 let section = self.section()?;
                 let partial = self.partial()?;

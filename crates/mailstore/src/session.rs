@@ -24,6 +24,8 @@ const PROMOTED_KEY_PURPOSE: &[u8] = b"letterlock promoted session keys v1";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxInfo {
+    /// Stable for the mailbox's life, across renames (IMAP OBJECTID's MAILBOXID, RFC 8474).
+    pub id: u64,
     pub name: MailboxName,
     pub special_use: Option<SpecialUse>,
     pub uid_validity: u32,
@@ -131,6 +133,7 @@ impl Unlocked {
                 let name = String::from_utf8(key[8..].to_vec())
                     .map_err(|_| StoreError::Corrupted("mailbox name".into()))?;
                 Ok(MailboxInfo {
+                    id: record.id,
                     name: MailboxName::try_from(name)?,
                     special_use: record.special_use,
                     uid_validity: record.uid_validity,
@@ -509,6 +512,8 @@ fn open_index(session_key: &SessionKey, record: &MessageRecord) -> Result<IndexR
 /// A mailbox's counts, read from the clear metadata only (no decryption): IMAP STATUS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MailboxStatus {
+    /// See [`MailboxInfo::id`].
+    pub mailbox_id: u64,
     pub messages: u64,
     pub unseen: u64,
     pub deleted: u64,
@@ -522,6 +527,8 @@ pub struct MailboxStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageFlags {
     pub uid: u32,
+    /// The stored message's own id (IMAP OBJECTID's EMAILID, RFC 8474).
+    pub email_id: u64,
     pub flags: u8,
     pub keywords: Vec<String>,
     pub modseq: u64,
@@ -546,6 +553,7 @@ impl Unlocked {
         let tx = self.store.engine.begin_read()?;
         let mailbox = self.mailbox(tx.as_ref(), name)?;
         let mut status = MailboxStatus {
+            mailbox_id: mailbox.id,
             uid_next: mailbox.uid_next,
             uid_validity: mailbox.uid_validity,
             highest_modseq: mailbox.highest_modseq,
@@ -572,6 +580,7 @@ impl Unlocked {
             .into_iter()
             .map(|(uid, record)| MessageFlags {
                 uid,
+                email_id: record.blob_id,
                 flags: record.flags,
                 keywords: record.keywords,
                 modseq: record.modseq,
@@ -863,6 +872,7 @@ impl Unlocked {
 
 fn info_of(name: MailboxName, record: &MailboxRecord) -> MailboxInfo {
     MailboxInfo {
+        id: record.id,
         name,
         special_use: record.special_use,
         uid_validity: record.uid_validity,
