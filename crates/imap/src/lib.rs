@@ -28,6 +28,7 @@ mod sequence;
 mod session;
 pub mod sort;
 pub mod syntax;
+pub mod thread;
 pub mod training;
 
 /// What the IMAP server takes from the configuration.

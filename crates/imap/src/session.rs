@@ -289,6 +289,7 @@ impl Session {
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "SORT",
+            "THREAD=REFERENCES",
             "OBJECTID",
         ]);
         let mut text = list.join(" ");
@@ -410,6 +411,7 @@ impl Session {
                 | Command::Store { uid: false, .. }
                 | Command::Search { uid: false, .. }
                 | Command::Sort { uid: false, .. }
+                | Command::Thread { uid: false, .. }
         );
         let is_idle = matches!(command, Command::Idle);
         let result = self.dispatch(io, tag, command).await;
@@ -657,6 +659,7 @@ impl Session {
             Command::UidExpunge(set) => self.expunge(io, Some(set)).await,
             Command::Search { uid, returns, key } => self.search(io, tag, uid, returns, key).await,
             Command::Sort { uid, criteria, key } => self.sort(io, uid, &criteria, key).await,
+            Command::Thread { uid, key } => self.thread(io, uid, key).await,
             Command::Fetch {
                 uid,
                 set,
@@ -1140,6 +1143,45 @@ impl Session {
             }
         }
         Ok((positions, envelopes))
+    }
+
+    /// THREAD and UID THREAD (RFC 5256), REFERENCES.
+    async fn thread<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        io: &mut Io<S>,
+        uid: bool,
+        key: SearchKey,
+    ) -> CommandResult {
+        let (positions, envelopes) = self.evaluate(&key, true).await?;
+        let selected = self.selected()?;
+        let items: Vec<crate::thread::Threadable> = positions
+            .iter()
+            .map(|&position| {
+                let message = &selected.messages[position];
+                let envelope = envelopes.get(&message.uid);
+                crate::thread::Threadable {
+                    number: if uid {
+                        message.uid
+                    } else {
+                        position as u32 + 1
+                    },
+                    message_id: envelope.and_then(|envelope| envelope.message_id.clone()),
+                    in_reply_to: envelope.and_then(|envelope| envelope.in_reply_to.clone()),
+                    sent: envelope
+                        .and_then(|envelope| envelope.date.as_deref())
+                        .and_then(mail_parser::DateTime::parse_rfc822)
+                        .map(|date| date.to_timestamp())
+                        .unwrap_or(message.internal_date_unix),
+                }
+            })
+            .collect();
+        let threads = crate::thread::thread(&items);
+        if threads.is_empty() {
+            io.line("* THREAD");
+        } else {
+            io.line(&format!("* THREAD {threads}"));
+        }
+        Ok(ok("THREAD completed"))
     }
 
     /// SORT and UID SORT (RFC 5256).

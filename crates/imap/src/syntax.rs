@@ -268,6 +268,11 @@ pub enum Command {
         criteria: Vec<crate::sort::SortCriterion>,
         key: SearchKey,
     },
+    /// RFC 5256: SEARCH results as threads (REFERENCES only).
+    Thread {
+        uid: bool,
+        key: SearchKey,
+    },
     /// RFC 9208: the quota root of a mailbox, and its quotas.
     GetQuotaRoot(String),
     /// RFC 9208: one quota root's usage and limits.
@@ -659,6 +664,7 @@ impl Parser<'_> {
             "APPEND" => self.append()?,
             "SEARCH" => self.search(false)?,
             "SORT" => self.sort(false)?,
+            "THREAD" => self.thread(false)?,
             "FETCH" => self.fetch(false)?,
             "STORE" => self.store(false)?,
             "COPY" | "MOVE" => self.copy_or_move(false, name == "MOVE")?,
@@ -668,6 +674,7 @@ impl Parser<'_> {
                 match name.as_str() {
                     "SEARCH" => self.search(true)?,
                     "SORT" => self.sort(true)?,
+                    "THREAD" => self.thread(true)?,
                     "FETCH" => self.fetch(true)?,
                     "STORE" => self.store(true)?,
                     "COPY" | "MOVE" => self.copy_or_move(true, name == "MOVE")?,
@@ -1083,6 +1090,34 @@ impl Parser<'_> {
         Ok(Command::Search {
             uid,
             returns,
+            key: SearchKey::And(keys),
+        })
+    }
+
+    /// `THREAD algorithm charset search-keys` (RFC 5256 section 4); REFERENCES only.
+    fn thread(&mut self, uid: bool) -> Parsed<Command> {
+        self.space()?;
+        let algorithm = self.upper_atom()?;
+        if algorithm != "REFERENCES" {
+            return Err(format!(
+                "unsupported THREAD algorithm {algorithm} (REFERENCES is offered)"
+            ));
+        }
+        self.space()?;
+        let charset = self.astring()?.to_ascii_uppercase();
+        if charset != "UTF-8" && charset != "US-ASCII" {
+            return Err("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset".into());
+        }
+        let mut keys = Vec::new();
+        while self.peek() == Some(b' ') {
+            self.space()?;
+            keys.push(self.search_key(0)?);
+        }
+        if keys.is_empty() {
+            return Err("THREAD needs at least one search key".into());
+        }
+        Ok(Command::Thread {
+            uid,
             key: SearchKey::And(keys),
         })
     }

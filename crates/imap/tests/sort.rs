@@ -100,3 +100,47 @@ async fn sort_by_subject_date_size_and_from() {
     assert!(reply.tagged.contains("BADCHARSET"), "{}", reply.tagged);
     client.command("NOOP").await.assert_ok();
 }
+
+#[tokio::test]
+async fn thread_references_links_replies_under_their_parents() {
+    let server = common::start().await;
+    let messages = [
+        ("<a@x>", None, "Mon, 23 Nov 2026 10:00:00 +0000"),
+        ("<b@x>", Some("<a@x>"), "Mon, 23 Nov 2026 11:00:00 +0000"),
+        ("<c@x>", None, "Mon, 23 Nov 2026 09:00:00 +0000"),
+        ("<d@x>", Some("<a@x>"), "Mon, 23 Nov 2026 12:00:00 +0000"),
+        ("<e@x>", Some("<b@x>"), "Mon, 23 Nov 2026 13:00:00 +0000"),
+    ];
+    for (id, parent, date) in messages {
+        let in_reply_to = parent
+            .map(|parent| format!("In-Reply-To: {parent}\r\n"))
+            .unwrap_or_default();
+        let message = format!("From: x@example.net\r\nMessage-ID: {id}\r\n{in_reply_to}Date: {date}\r\nSubject: s\r\n\r\nbody\r\n");
+        server
+            .store
+            .deliver(&[address(USER)], message.as_bytes())
+            .expect("deliver");
+    }
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    assert!(
+        String::from_utf8_lossy(&client.command("CAPABILITY").await.untagged[0])
+            .contains("THREAD=REFERENCES")
+    );
+    client.command("SELECT INBOX").await.assert_ok();
+    let reply = client.command("THREAD REFERENCES UTF-8 ALL").await;
+    reply.assert_ok();
+    let line = reply
+        .untagged
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).trim_end().to_string())
+        .find(|line| line.starts_with("* THREAD"))
+        .unwrap_or_default();
+    // 3 is the oldest root; 1 has two replies (2, then 4), and 2 has a reply (5).
+    assert_eq!(line, "* THREAD (3)(1 (2 5)(4))");
+    let reply = client.command("THREAD ORDEREDSUBJECT UTF-8 ALL").await;
+    assert!(reply.tagged.contains("BAD"), "{}", reply.tagged);
+}
