@@ -17,6 +17,8 @@ pub struct Candidate<'a> {
     pub envelope: Option<&'a Envelope>,
     pub terms: Option<&'a [String]>,
     pub raw: Option<&'a [u8]>,
+    /// The UIDs of the saved result (`$`, RFC 5182).
+    pub saved: &'a [u32],
 }
 
 /// What a search key needs decrypted.
@@ -75,6 +77,9 @@ pub fn matches(key: &SearchKey, candidate: &Candidate<'_>) -> bool {
         SearchKey::Body(text) | SearchKey::Text(text) => terms_match(text, candidate.terms),
         SearchKey::Larger(size) => message.size_bytes > *size,
         SearchKey::Smaller(size) => message.size_bytes < *size,
+        SearchKey::Uid(set) | SearchKey::Sequence(set) if set.is_saved() => {
+            candidate.saved.contains(&message.uid)
+        }
         SearchKey::Uid(set) => set.contains(message.uid, candidate.largest_uid),
         SearchKey::Sequence(set) => set.contains(candidate.sequence, candidate.largest_sequence),
         SearchKey::Before(day) => internal_day(message) < *day,
@@ -190,6 +195,7 @@ mod tests {
             envelope: None,
             terms: Some(terms),
             raw: None,
+            saved: &[],
         }
     }
 

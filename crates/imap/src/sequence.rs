@@ -1,9 +1,10 @@
 //! Sequence sets (RFC 9051 section 9, `sequence-set`): `1:5,7,9:*`, for message sequence
 //! numbers and UIDs alike. `*` is the largest number in use.
 
-/// Ranges in a set: a bound is a number or `*` (`None`).
+/// Ranges in a set: a bound is a number or `*` (`None`). An empty list with `saved` is `$`,
+/// the result a `SEARCH RETURN (SAVE)` kept (RFC 5182), resolved by the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SequenceSet(Vec<(Option<u32>, Option<u32>)>);
+pub struct SequenceSet(Vec<(Option<u32>, Option<u32>)>, bool);
 
 /// Ranges one set may hold: a client that needs more sends `1:*`.
 pub const SEQUENCE_RANGES_MAX: usize = 10_000;
@@ -19,6 +20,9 @@ pub enum SequenceError {
 impl SequenceSet {
     pub fn parse(text: &[u8]) -> Result<SequenceSet, SequenceError> {
         let text = std::str::from_utf8(text).map_err(|_| SequenceError::Malformed)?;
+        if text == "$" {
+            return Ok(SequenceSet(Vec::new(), true));
+        }
         if text.is_empty() {
             return Err(SequenceError::Malformed);
         }
@@ -36,7 +40,12 @@ impl SequenceSet {
             };
             ranges.push((first, last));
         }
-        Ok(SequenceSet(ranges))
+        Ok(SequenceSet(ranges, false))
+    }
+
+    /// Whether this is `$`, the saved search result (RFC 5182).
+    pub fn is_saved(&self) -> bool {
+        self.1
     }
 
     /// Whether `number` is in the set, with `*` standing for `largest`.

@@ -139,6 +139,8 @@ struct Selected {
     read_only: bool,
     uid_validity: u32,
     messages: Vec<MessageFlags>,
+    /// The UIDs a `SEARCH RETURN (SAVE)` kept, for `$` (RFC 5182); empty until then.
+    saved: Vec<u32>,
 }
 
 impl Selected {
@@ -154,6 +156,14 @@ impl Selected {
 
     /// Positions (0-based) a sequence set names, by sequence number or by UID.
     fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        if set.is_saved() {
+            // Messages of the saved result that were expunged since simply drop out.
+            return self
+                .saved
+                .iter()
+                .filter_map(|&uid| self.position_of(uid))
+                .collect();
+        }
         if uid {
             let uids = self.uids();
             set.select(&uids)
@@ -288,6 +298,7 @@ impl Session {
             "CONDSTORE",
             "QUOTA",
             "QUOTA=RES-STORAGE",
+            "SEARCHRES",
             "SORT",
             "THREAD=REFERENCES",
             "OBJECTID",
@@ -981,6 +992,7 @@ impl Session {
             read_only,
             uid_validity: info.uid_validity,
             messages,
+            saved: Vec::new(),
         });
         Ok(if read_only {
             ok("[READ-ONLY] EXAMINE completed")
@@ -1137,6 +1149,7 @@ impl Session {
                 envelope: envelopes.get(&message.uid),
                 terms: terms.get(&message.uid).map(Vec::as_slice),
                 raw: raws.get(&message.uid).map(Vec::as_slice),
+                saved: &selected.saved,
             };
             if search::matches(key, &candidate) {
                 positions.push(index);
@@ -1223,9 +1236,20 @@ impl Session {
         returns: Option<Vec<SearchReturn>>,
         key: SearchKey,
     ) -> CommandResult {
-        let (positions, _) = self.evaluate(&key, false).await?;
+        let saves = returns
+            .as_ref()
+            .is_some_and(|returns| returns.contains(&SearchReturn::Save));
+        let evaluated = self.evaluate(&key, false).await;
+        if saves {
+            // RFC 5182 section 2.1: a failed SEARCH leaves an empty saved result.
+            if let Some(selected) = self.selected.as_mut() {
+                selected.saved.clear();
+            }
+        }
+        let (positions, _) = evaluated?;
         let selected = self.selected()?;
         let mut found = Vec::new();
+        let mut found_uids = Vec::new();
         let mut highest_modseq = 0;
         for position in positions {
             let message = &selected.messages[position];
@@ -1234,7 +1258,17 @@ impl Session {
             } else {
                 position as u32 + 1
             });
+            found_uids.push(message.uid);
             highest_modseq = highest_modseq.max(message.modseq);
+        }
+        if saves {
+            if let Some(selected) = self.selected.as_mut() {
+                selected.saved = found_uids;
+            }
+            // RFC 5182 section 2.1: SAVE alone answers with no ESEARCH.
+            if returns.as_ref().is_some_and(|returns| returns.len() == 1) {
+                return Ok(ok("SEARCH completed, result saved"));
+            }
         }
         let uses_modseq = contains_modseq(&key);
         let returns = match returns {
@@ -1271,6 +1305,7 @@ impl Session {
                             }
                         }
                         SearchReturn::Count => line.push_str(&format!(" COUNT {}", found.len())),
+                        SearchReturn::Save => {}
                         SearchReturn::All => {
                             if !found.is_empty() {
                                 line.push_str(&format!(" ALL {}", compact(&found)));

@@ -149,6 +149,8 @@ pub enum SearchReturn {
     Max,
     All,
     Count,
+    /// RFC 5182: keep the result as `$`.
+    Save,
 }
 
 /// A calendar day, as days since 1970-01-01 (search dates have no time, RFC 9051 section 6.4.4).
@@ -492,8 +494,8 @@ impl Parser<'_> {
     }
 
     fn sequence_set(&mut self) -> Parsed<SequenceSet> {
-        let text =
-            self.take_while(|byte| byte.is_ascii_digit() || matches!(byte, b':' | b',' | b'*'));
+        let text = self
+            .take_while(|byte| byte.is_ascii_digit() || matches!(byte, b':' | b',' | b'*' | b'$'));
         SequenceSet::parse(text).map_err(|error| error.to_string())
     }
 
@@ -1065,7 +1067,7 @@ impl Parser<'_> {
                         "MAX" => SearchReturn::Max,
                         "ALL" => SearchReturn::All,
                         "COUNT" => SearchReturn::Count,
-                        "SAVE" => return Err("SEARCHRES is not supported".into()),
+                        "SAVE" => SearchReturn::Save,
                         other => return Err(format!("unknown SEARCH return option {other}")),
                     });
                 }
@@ -1191,7 +1193,7 @@ impl Parser<'_> {
                 self.expect(b')')?;
                 return Ok(SearchKey::And(keys));
             }
-            Some(byte) if byte.is_ascii_digit() || byte == b'*' => {
+            Some(byte) if byte.is_ascii_digit() || byte == b'*' || byte == b'$' => {
                 return Ok(SearchKey::Sequence(self.sequence_set()?));
             }
             _ => {}

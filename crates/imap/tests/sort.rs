@@ -144,3 +144,79 @@ async fn thread_references_links_replies_under_their_parents() {
     let reply = client.command("THREAD ORDEREDSUBJECT UTF-8 ALL").await;
     assert!(reply.tagged.contains("BAD"), "{}", reply.tagged);
 }
+
+#[tokio::test]
+async fn searchres_saves_a_result_for_later_commands() {
+    let server = common::start().await;
+    for n in 1..=5 {
+        server
+            .store
+            .deliver(
+                &[address(USER)],
+                format!("Subject: m{n}\r\n\r\nbody\r\n").as_bytes(),
+            )
+            .expect("deliver");
+    }
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    assert!(
+        String::from_utf8_lossy(&client.command("CAPABILITY").await.untagged[0])
+            .contains("SEARCHRES")
+    );
+    client.command("SELECT INBOX").await.assert_ok();
+    client
+        .command("STORE 2,4 +FLAGS (\\Flagged)")
+        .await
+        .assert_ok();
+    let saved = client.command("SEARCH RETURN (SAVE) FLAGGED").await;
+    saved.assert_ok();
+    assert!(
+        !saved
+            .untagged
+            .iter()
+            .any(|line| line.starts_with(b"* ESEARCH")),
+        "SAVE alone gives no ESEARCH"
+    );
+    let fetched = client.command("FETCH $ (UID)").await;
+    fetched.assert_ok();
+    let text: String = fetched
+        .untagged
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect();
+    assert!(
+        text.contains("* 2 FETCH (UID 2)") && text.contains("* 4 FETCH (UID 4)"),
+        "{text}"
+    );
+    assert!(!text.contains("* 1 FETCH"), "{text}");
+    // $ in a search, combined with other keys.
+    let reply = client.command("SEARCH $ SUBJECT m4").await;
+    let text: String = reply
+        .untagged
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect();
+    assert!(text.contains(" 4") && !text.contains(" 2"), "{text}");
+    // An expunged message drops out of $.
+    client
+        .command("STORE 2 +FLAGS (\\Deleted)")
+        .await
+        .assert_ok();
+    client.command("EXPUNGE").await.assert_ok();
+    let fetched = client.command("UID FETCH $ (FLAGS)").await;
+    let text: String = fetched
+        .untagged
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect();
+    assert!(text.contains("UID 4") && !text.contains("UID 2"), "{text}");
+    // SAVE with another option answers ESEARCH too.
+    let both = client.command("UID SEARCH RETURN (SAVE COUNT) ALL").await;
+    assert!(both
+        .untagged
+        .iter()
+        .any(|line| line.starts_with(b"* ESEARCH")));
+}
