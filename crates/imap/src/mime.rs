@@ -143,6 +143,111 @@ pub fn section_bytes(raw: &[u8], section: &Section) -> Vec<u8> {
     }
 }
 
+/// Why `BINARY[...]` could not be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BinaryError {
+    /// RFC 3516 section 4.3: the part uses a transfer encoding the server cannot undo.
+    UnknownEncoding(String),
+}
+
+/// The content of part `path` with its Content-Transfer-Encoding undone (RFC 3516 section
+/// 4.2); the whole message, as it is, for an empty path. Empty when the part does not exist.
+pub fn binary_bytes(raw: &[u8], path: &[u32]) -> Result<Vec<u8>, BinaryError> {
+    if path.is_empty() {
+        return Ok(raw.to_vec());
+    }
+    let Some((entity, _, _)) = locate(raw, path) else {
+        return Ok(Vec::new());
+    };
+    let encoding = transfer_encoding(entity.header);
+    match encoding.as_str() {
+        "" | "7bit" | "8bit" | "binary" => Ok(entity.body.to_vec()),
+        "base64" => {
+            let compact: Vec<u8> = entity
+                .body
+                .iter()
+                .copied()
+                .filter(|byte| !byte.is_ascii_whitespace())
+                .collect();
+            use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+            use base64::Engine as _;
+            // Mail in the wild pads base64 every which way.
+            let lenient = GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+            );
+            lenient
+                .decode(&compact)
+                .map_err(|_| BinaryError::UnknownEncoding("malformed base64".into()))
+        }
+        "quoted-printable" => Ok(decode_quoted_printable(entity.body)),
+        other => Err(BinaryError::UnknownEncoding(other.to_string())),
+    }
+}
+
+/// The Content-Transfer-Encoding of a MIME header block, lowercased ("" when absent).
+fn transfer_encoding(header: &[u8]) -> String {
+    let text = String::from_utf8_lossy(header);
+    let mut value: Option<String> = None;
+    for line in text.split('\n') {
+        if let Some(current) = value.as_mut() {
+            if line.starts_with(' ') || line.starts_with('\t') {
+                current.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some((name, rest)) = line.split_once(':') {
+            if name
+                .trim()
+                .eq_ignore_ascii_case("content-transfer-encoding")
+            {
+                value = Some(rest.trim().to_string());
+            }
+        }
+    }
+    value.unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// RFC 2045 section 6.7: `=XX` escapes and soft line breaks (`=` at the end of a line).
+fn decode_quoted_printable(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut index = 0;
+    while index < body.len() {
+        let byte = body[index];
+        if byte != b'=' {
+            out.push(byte);
+            index += 1;
+            continue;
+        }
+        match body.get(index + 1..index + 3) {
+            Some([b'\r', b'\n']) => index += 3,
+            Some([b'\n', _]) => index += 2,
+            Some(hex) => match u8::from_str_radix(&String::from_utf8_lossy(hex), 16) {
+                Ok(value) => {
+                    out.push(value);
+                    index += 3;
+                }
+                Err(_) => {
+                    out.push(byte);
+                    index += 1;
+                }
+            },
+            None => {
+                // A trailing "=\n" or a lone "=" at the very end.
+                if body.get(index + 1) == Some(&b'\n') {
+                    index += 2;
+                } else {
+                    out.push(byte);
+                    index += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The header fields named (or, with `exclude`, those not named), as they are, then the
 /// blank line (RFC 9051 section 6.4.5: the subset still ends with one).
 pub fn header_fields(header: &[u8], names: &[String], exclude: bool) -> Vec<u8> {
@@ -334,6 +439,30 @@ fn disposition(out: &mut Vec<u8>, part: &mail_parser::MessagePart<'_>) {
             out.push(b')');
         }
         None => out.extend_from_slice(b"NIL"),
+    }
+}
+
+#[cfg(test)]
+mod binary_tests {
+    use super::*;
+
+    #[test]
+    fn binary_undoes_transfer_encodings() {
+        let message = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 soft=\r\nbreak\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC/w==\r\n--b\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n--b--\r\n";
+        assert_eq!(
+            binary_bytes(message, &[1]).expect("qp"),
+            "café softbreak".as_bytes()
+        );
+        assert_eq!(
+            binary_bytes(message, &[2]).expect("base64"),
+            [0u8, 1, 2, 255]
+        );
+        assert_eq!(
+            binary_bytes(message, &[3]),
+            Err(BinaryError::UnknownEncoding("x-uuencode".into()))
+        );
+        assert_eq!(binary_bytes(message, &[9]).expect("missing part"), b"");
+        assert_eq!(binary_bytes(message, &[]).expect("whole"), message);
     }
 }
 

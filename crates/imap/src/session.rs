@@ -299,6 +299,7 @@ impl Session {
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "SEARCHRES",
+            "BINARY",
             "SORT",
             "THREAD=REFERENCES",
             "OBJECTID",
@@ -1350,6 +1351,8 @@ impl Session {
                 FetchItem::Body
                     | FetchItem::BodyStructure
                     | FetchItem::Section { .. }
+                    | FetchItem::Binary { .. }
+                    | FetchItem::BinarySize { .. }
                     | FetchItem::Rfc822
                     | FetchItem::Rfc822Header
                     | FetchItem::Rfc822Text
@@ -1360,6 +1363,7 @@ impl Session {
                 matches!(
                     item,
                     FetchItem::Section { peek: false, .. }
+                        | FetchItem::Binary { peek: false, .. }
                         | FetchItem::Rfc822
                         | FetchItem::Rfc822Text
                 )
@@ -1462,6 +1466,40 @@ impl Session {
             ),
             // RFC 8474 section 5.2: NIL when the server does not thread messages.
             FetchItem::ThreadId => out.extend_from_slice(b"THREADID NIL"),
+            FetchItem::Binary { part, partial, .. } => {
+                let label: Vec<String> = part.iter().map(u32::to_string).collect();
+                out.extend_from_slice(format!("BINARY[{}]", label.join(".")).as_bytes());
+                match crate::mime::binary_bytes(body, part) {
+                    Ok(bytes) => {
+                        let bytes = match partial {
+                            Some((origin, length)) => {
+                                out.extend_from_slice(format!("<{origin}>").as_bytes());
+                                let start = (*origin as usize).min(bytes.len());
+                                let end = start.saturating_add(*length as usize).min(bytes.len());
+                                bytes[start..end].to_vec()
+                            }
+                            None => bytes,
+                        };
+                        out.push(b' ');
+                        // RFC 3516 section 4.2: literal8 when the data holds a NUL.
+                        if bytes.contains(&0) {
+                            out.push(b'~');
+                        }
+                        encode::literal(out, &bytes);
+                    }
+                    // A transfer encoding we cannot undo: the part is not served.
+                    Err(_) => out.extend_from_slice(b" NIL"),
+                }
+            }
+            FetchItem::BinarySize { part } => {
+                let label: Vec<String> = part.iter().map(u32::to_string).collect();
+                let size = crate::mime::binary_bytes(body, part)
+                    .map(|bytes| bytes.len())
+                    .unwrap_or(0);
+                out.extend_from_slice(
+                    format!("BINARY.SIZE[{}] {size}", label.join(".")).as_bytes(),
+                );
+            }
             FetchItem::InternalDate => out.extend_from_slice(
                 format!(
                     "INTERNALDATE \"{}\"",

@@ -134,6 +134,16 @@ pub enum FetchItem {
     /// RFC 8474.
     EmailId,
     ThreadId,
+    /// RFC 3516: a part with its transfer encoding undone.
+    Binary {
+        part: Vec<u32>,
+        peek: bool,
+        partial: Option<(u64, u64)>,
+    },
+    /// RFC 3516: the size of that decoded part.
+    BinarySize {
+        part: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -825,6 +835,10 @@ impl Parser<'_> {
                 Some(parse_date_time(&text).ok_or_else(|| format!("bad date-time {text:?}"))?);
             self.space()?;
         }
+        // RFC 3516 section 4.4: with BINARY, the message may come as a literal8 (`~{N}`).
+        if self.peek() == Some(b'~') {
+            self.position += 1;
+        }
         let message = self.literal()?;
         Ok(Command::Append {
             mailbox,
@@ -972,6 +986,18 @@ impl Parser<'_> {
                 }
             }
             "BODY" => FetchItem::Body,
+            "BINARY" | "BINARY.PEEK" | "BINARY.SIZE" => {
+                let part = self.binary_section()?;
+                if name == "BINARY.SIZE" {
+                    FetchItem::BinarySize { part }
+                } else {
+                    FetchItem::Binary {
+                        part,
+                        peek: name == "BINARY.PEEK",
+                        partial: self.partial()?,
+                    }
+                }
+            }
             other => return Err(format!("unknown FETCH item {other}")),
         };
         items.push(item);
@@ -1028,6 +1054,28 @@ impl Parser<'_> {
         }
         self.expect(b']')?;
         Ok(section)
+    }
+
+    /// `[1.2.3]` or `[]` (RFC 3516 section-binary: part numbers only).
+    fn binary_section(&mut self) -> Parsed<Vec<u32>> {
+        self.expect(b'[')?;
+        let mut part = Vec::new();
+        while self.peek() != Some(b']') {
+            if !part.is_empty() {
+                self.expect(b'.')?;
+            }
+            let number = self.number()?;
+            let number = u32::try_from(number)
+                .ok()
+                .filter(|&number| number > 0)
+                .ok_or_else(|| "a part number is a positive integer".to_string())?;
+            part.push(number);
+            if part.len() > crate::limits::NESTING_DEPTH_MAX {
+                return Err("section nested too deeply".into());
+            }
+        }
+        self.expect(b']')?;
+        Ok(part)
     }
 
     fn partial(&mut self) -> Parsed<Option<(u64, u64)>> {

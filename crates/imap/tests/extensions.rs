@@ -1,4 +1,5 @@
-//! SORT (RFC 5256) over a real session: criteria, REVERSE, base subjects, UID SORT, errors.
+//! Extensions over a real session: SORT and THREAD (RFC 5256), SEARCHRES (RFC 5182),
+//! BINARY (RFC 3516).
 
 mod common;
 
@@ -219,4 +220,61 @@ async fn searchres_saves_a_result_for_later_commands() {
         .untagged
         .iter()
         .any(|line| line.starts_with(b"* ESEARCH")));
+}
+
+#[tokio::test]
+async fn binary_fetches_decoded_parts_and_appends_literal8() {
+    let server = common::start().await;
+    let message = b"From: x@example.net\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC/w==\r\n--b--\r\n";
+    server
+        .store
+        .deliver(&[address(USER)], message)
+        .expect("deliver");
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    assert!(
+        String::from_utf8_lossy(&client.command("CAPABILITY").await.untagged[0])
+            .contains(" BINARY")
+    );
+    client.command("SELECT INBOX").await.assert_ok();
+    let reply = client
+        .command("FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[2])")
+        .await;
+    reply.assert_ok();
+    let text: Vec<u8> = reply.untagged.concat();
+    let text_lossy = String::from_utf8_lossy(&text);
+    assert!(text_lossy.contains("BINARY[1] {5}\r\ncafé"), "{text_lossy}");
+    assert!(text_lossy.contains("BINARY.SIZE[2] 4"), "{text_lossy}");
+    let reply = client.command("FETCH 1 (BINARY.PEEK[2])").await;
+    let text: Vec<u8> = reply.untagged.concat();
+    let needle = b"BINARY[2] ~{4}\r\n\x00\x01\x02\xff";
+    assert!(
+        text.windows(needle.len()).any(|window| window == needle),
+        "{:?}",
+        String::from_utf8_lossy(&text)
+    );
+    // Not PEEK: \Seen is set.
+    let reply = client.command("FETCH 1 (BINARY[1] FLAGS)").await;
+    assert!(String::from_utf8_lossy(&reply.untagged.concat()).contains("\\Seen"));
+
+    // APPEND with a literal8 (non-synchronizing) holding a NUL stores the bytes as sent.
+    let appended = b"Subject: raw\r\n\r\nnul \x00 inside\r\n";
+    let tag = client.next_tag();
+    let mut raw = format!("{tag} APPEND INBOX ~{{{}+}}\r\n", appended.len()).into_bytes();
+    raw.extend_from_slice(appended);
+    raw.extend_from_slice(b"\r\n");
+    client.send_raw(&raw).await;
+    let reply = client.until_tagged(&tag).await;
+    assert!(reply.ok(), "{}", reply.tagged);
+    let session = server
+        .store
+        .unlock(&address(USER), &letterlock_types::Secret::from(PASSWORD))
+        .expect("unlock");
+    let stored = session
+        .fetch(&letterlock_types::MailboxName::inbox(), 2)
+        .expect("appended");
+    assert_eq!(stored, appended);
 }
