@@ -141,6 +141,8 @@ struct Selected {
     messages: Vec<MessageFlags>,
     /// The UIDs a `SEARCH RETURN (SAVE)` kept, for `$` (RFC 5182); empty until then.
     saved: Vec<u32>,
+    /// UIDNEXT when the mailbox was selected: bounds the UIDs VANISHED can name.
+    uid_next: u32,
 }
 
 impl Selected {
@@ -201,11 +203,44 @@ struct Session {
     utf8: bool,
     rev2: bool,
     condstore: bool,
+    /// ENABLE QRESYNC (RFC 7162): expunges are reported as VANISHED.
+    qresync: bool,
     login_failures: u32,
     bad_in_a_row: u32,
     rate_tokens: f64,
     rate_checked: Instant,
 }
+
+/// UIDs of `set` (ranges with `*` bounded by the mailbox's highest UID) that are not in the
+/// mailbox any more, ascending; bounded so a `1:4294967295` cannot make the list huge.
+fn vanished_since(selected: &Selected, set: &SequenceSet) -> Vec<u32> {
+    let present: HashSet<u32> = selected
+        .messages
+        .iter()
+        .map(|message| message.uid)
+        .collect();
+    // Every UID ever given out in this mailbox is below UIDNEXT.
+    let largest = selected.uid_next.saturating_sub(1).max(
+        selected
+            .messages
+            .last()
+            .map(|message| message.uid)
+            .unwrap_or(0),
+    );
+    let mut gone = Vec::new();
+    for uid in 1..=largest {
+        if gone.len() >= VANISHED_UIDS_MAX {
+            break;
+        }
+        if !present.contains(&uid) && set.contains(uid, largest) {
+            gone.push(uid);
+        }
+    }
+    gone
+}
+
+/// UIDs one VANISHED (EARLIER) response lists at most.
+const VANISHED_UIDS_MAX: usize = 100_000;
 
 /// RFC 8474 object ids: letters, digits, `-` and `_`; ours are the store's numeric ids,
 /// prefixed so the two kinds can never be confused.
@@ -267,6 +302,7 @@ impl Session {
             utf8: false,
             rev2: false,
             condstore: false,
+            qresync: false,
             login_failures: 0,
             bad_in_a_row: 0,
             rate_tokens: f64::from(COMMAND_BURST_MAX),
@@ -296,6 +332,7 @@ impl Session {
             "ESEARCH",
             "STATUS=SIZE",
             "CONDSTORE",
+            "QRESYNC",
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "SEARCHRES",
@@ -527,6 +564,12 @@ impl Session {
                             self.condstore = true;
                             enabled.push("CONDSTORE");
                         }
+                        // RFC 7162 section 3.2.3: QRESYNC implies CONDSTORE.
+                        "QRESYNC" => {
+                            self.condstore = true;
+                            self.qresync = true;
+                            enabled.push("QRESYNC");
+                        }
                         _ => {}
                     }
                 }
@@ -595,7 +638,22 @@ impl Session {
                 mailbox,
                 read_only,
                 condstore,
-            } => self.select(io, &mailbox, read_only, condstore).await,
+                qresync,
+            } => {
+                if qresync.is_some() && !self.qresync {
+                    // RFC 7162 section 3.2.5: QRESYNC must be ENABLEd first.
+                    return Err(bad("ENABLE QRESYNC before using it"));
+                }
+                self.select(io, &mailbox, read_only, condstore).await?;
+                if let Some(parameters) = qresync {
+                    self.resynchronise(io, &parameters);
+                }
+                Ok(ok(if read_only {
+                    "[READ-ONLY] EXAMINE completed"
+                } else {
+                    "[READ-WRITE] SELECT completed"
+                }))
+            }
             Command::Create(mailbox) => {
                 let name = self.mailbox_name(&mailbox)?;
                 let status = self
@@ -677,7 +735,20 @@ impl Session {
                 set,
                 items,
                 changed_since,
-            } => self.fetch(io, uid, &set, items, changed_since).await,
+                vanished,
+            } => {
+                if vanished {
+                    if !self.qresync {
+                        return Err(bad("ENABLE QRESYNC before using VANISHED"));
+                    }
+                    let selected = self.selected()?;
+                    let gone = vanished_since(selected, &set);
+                    if !gone.is_empty() {
+                        io.line(&format!("* VANISHED (EARLIER) {}", compact(&gone)));
+                    }
+                }
+                self.fetch(io, uid, &set, items, changed_since).await
+            }
             Command::Store {
                 uid,
                 set,
@@ -994,6 +1065,7 @@ impl Session {
             uid_validity: info.uid_validity,
             messages,
             saved: Vec::new(),
+            uid_next: info.uid_next,
         });
         Ok(if read_only {
             ok("[READ-ONLY] EXAMINE completed")
@@ -1085,9 +1157,54 @@ impl Session {
             .filter_map(|&uid| selected.position_of(uid))
             .collect();
         positions.sort_unstable_by(|a, b| b.cmp(a));
+        let mut vanished: Vec<u32> = Vec::with_capacity(positions.len());
         for position in positions {
-            selected.messages.remove(position);
-            io.line(&format!("* {} EXPUNGE", position + 1));
+            let message = selected.messages.remove(position);
+            if self.qresync {
+                vanished.push(message.uid);
+            } else {
+                io.line(&format!("* {} EXPUNGE", position + 1));
+            }
+        }
+        if !vanished.is_empty() {
+            // RFC 7162 section 3.2.10: with QRESYNC, expunges are reported by UID.
+            vanished.sort_unstable();
+            io.line(&format!("* VANISHED {}", compact(&vanished)));
+        }
+    }
+
+    /// RFC 7162 section 3.2.5.1: after SELECT with QRESYNC, what changed since the client's
+    /// MODSEQ: UIDs that are gone (VANISHED (EARLIER)) and flags that changed (FETCH).
+    /// The store keeps no expunge history, so every UID the client may know that is not
+    /// present is reported, which the RFC allows.
+    fn resynchronise<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut Io<S>,
+        parameters: &syntax::QresyncParameters,
+    ) {
+        let Some(selected) = self.selected.as_ref() else {
+            return;
+        };
+        if parameters.uid_validity != selected.uid_validity {
+            // A different mailbox under the same name: the client must start over.
+            return;
+        }
+        let all = SequenceSet::parse(b"1:*").ok();
+        let Some(known) = parameters.known_uids.as_ref().or(all.as_ref()) else {
+            return;
+        };
+        let gone = vanished_since(selected, known);
+        if !gone.is_empty() {
+            io.line(&format!("* VANISHED (EARLIER) {}", compact(&gone)));
+        }
+        for (position, message) in selected.messages.iter().enumerate() {
+            if message.modseq > parameters.modseq {
+                let mut line =
+                    format!("* {} FETCH (UID {} FLAGS ", position + 1, message.uid).into_bytes();
+                encode::flags(&mut line, message.flags, &message.keywords);
+                line.extend_from_slice(format!(" MODSEQ ({}))\r\n", message.modseq).as_bytes());
+                io.write(&line);
+            }
         }
     }
 

@@ -227,6 +227,7 @@ pub enum Command {
         mailbox: String,
         read_only: bool,
         condstore: bool,
+        qresync: Option<QresyncParameters>,
     },
     Create(String),
     Delete(String),
@@ -254,6 +255,8 @@ pub enum Command {
         set: SequenceSet,
         items: Vec<FetchItem>,
         changed_since: Option<u64>,
+        /// RFC 7162 section 3.2.6: with CHANGEDSINCE, also report expunged UIDs.
+        vanished: bool,
     },
     Store {
         uid: bool,
@@ -291,6 +294,14 @@ pub enum Command {
     GetQuota(String),
     /// RFC 9208: refused; quotas are the administrator's.
     SetQuota,
+}
+
+/// `SELECT mailbox (QRESYNC (uidvalidity modseq [known-uids]))` (RFC 7162 section 3.2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QresyncParameters {
+    pub uid_validity: u32,
+    pub modseq: u64,
+    pub known_uids: Option<SequenceSet>,
 }
 
 /// Parse one complete command: `tag SP command` with any literals inline (`{N}\r\n` + data).
@@ -628,19 +639,30 @@ impl Parser<'_> {
                 self.space()?;
                 let mailbox = self.astring()?;
                 let mut condstore = false;
+                let mut qresync = None;
                 if self.peek() == Some(b' ') {
                     self.space()?;
-                    for parameter in self.atom_list()? {
-                        match parameter.as_str() {
+                    self.expect(b'(')?;
+                    while self.peek() != Some(b')') {
+                        if condstore || qresync.is_some() {
+                            self.space()?;
+                        }
+                        match self.upper_atom()?.as_str() {
                             "CONDSTORE" => condstore = true,
+                            "QRESYNC" => {
+                                self.space()?;
+                                qresync = Some(self.qresync_parameters()?);
+                            }
                             other => return Err(format!("unknown SELECT parameter {other}")),
                         }
                     }
+                    self.expect(b')')?;
                 }
                 Command::Select {
                     mailbox,
                     read_only: name == "EXAMINE",
                     condstore,
+                    qresync,
                 }
             }
             "GETQUOTAROOT" => {
@@ -907,6 +929,50 @@ impl Parser<'_> {
         })
     }
 
+    /// `(uidvalidity modseq [known-uids [(seq-match)]])`; the sequence match data is read and
+    /// ignored (it only saves the server work).
+    fn qresync_parameters(&mut self) -> Parsed<QresyncParameters> {
+        self.expect(b'(')?;
+        let uid_validity = u32::try_from(self.number()?)
+            .ok()
+            .filter(|&value| value > 0)
+            .ok_or_else(|| "bad UIDVALIDITY".to_string())?;
+        self.space()?;
+        let modseq = self.number()?;
+        let mut known_uids = None;
+        if self.peek() == Some(b' ') {
+            self.space()?;
+            if self.peek() != Some(b'(') {
+                known_uids = Some(self.sequence_set()?);
+                if self.peek() == Some(b' ') {
+                    self.space()?;
+                }
+            }
+            if self.peek() == Some(b'(') {
+                let mut depth = 0usize;
+                while let Some(byte) = self.peek() {
+                    self.position += 1;
+                    match byte {
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.expect(b')')?;
+        Ok(QresyncParameters {
+            uid_validity,
+            modseq,
+            known_uids,
+        })
+    }
+
     fn fetch(&mut self, uid: bool) -> Parsed<Command> {
         self.space()?;
         let set = self.sequence_set()?;
@@ -925,15 +991,31 @@ impl Parser<'_> {
             self.fetch_item(&mut items)?;
         }
         let mut changed_since = None;
+        let mut vanished = false;
         if self.peek() == Some(b' ') {
             self.space()?;
             self.expect(b'(')?;
-            if self.upper_atom()? != "CHANGEDSINCE" {
-                return Err("unknown FETCH modifier".into());
+            loop {
+                match self.upper_atom()?.as_str() {
+                    "CHANGEDSINCE" => {
+                        self.space()?;
+                        changed_since = Some(self.number()?);
+                    }
+                    "VANISHED" => vanished = true,
+                    _ => return Err("unknown FETCH modifier".into()),
+                }
+                if self.peek() != Some(b' ') {
+                    break;
+                }
+                self.space()?;
             }
-            self.space()?;
-            changed_since = Some(self.number()?);
             self.expect(b')')?;
+            if changed_since.is_none() {
+                return Err("VANISHED needs CHANGEDSINCE".into());
+            }
+            if vanished && !uid {
+                return Err("VANISHED is for UID FETCH only".into());
+            }
             items.push(FetchItem::ModSeq);
         }
         Ok(Command::Fetch {
@@ -941,6 +1023,7 @@ impl Parser<'_> {
             set,
             items,
             changed_since,
+            vanished,
         })
     }
 

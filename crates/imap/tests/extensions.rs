@@ -1,5 +1,5 @@
 //! Extensions over a real session: SORT and THREAD (RFC 5256), SEARCHRES (RFC 5182),
-//! BINARY (RFC 3516).
+//! BINARY (RFC 3516), QRESYNC (RFC 7162).
 
 mod common;
 
@@ -277,4 +277,121 @@ async fn binary_fetches_decoded_parts_and_appends_literal8() {
         .fetch(&letterlock_types::MailboxName::inbox(), 2)
         .expect("appended");
     assert_eq!(stored, appended);
+}
+
+fn joined(reply: &common::Reply) -> String {
+    reply
+        .untagged
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect()
+}
+
+fn number_after(text: &str, label: &str) -> u64 {
+    let start = text
+        .find(label)
+        .map(|at| at + label.len())
+        .unwrap_or(text.len());
+    text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn qresync_reports_vanished_uids_and_changed_flags() {
+    let server = common::start().await;
+    for n in 1..=4 {
+        server
+            .store
+            .deliver(
+                &[address(USER)],
+                format!("Subject: q{n}\r\n\r\nbody\r\n").as_bytes(),
+            )
+            .expect("deliver");
+    }
+    // Without ENABLE, QRESYNC parameters are refused.
+    let mut plain = Client::tls(&server).await;
+    plain
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    let refused = plain.command("SELECT INBOX (QRESYNC (1 1))").await;
+    assert!(refused.tagged.contains("BAD"), "{}", refused.tagged);
+
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    assert!(joined(&client.command("CAPABILITY").await).contains("QRESYNC"));
+    let enabled = client.command("ENABLE QRESYNC").await;
+    assert!(
+        joined(&enabled).contains("ENABLED QRESYNC"),
+        "{}",
+        joined(&enabled)
+    );
+    let first = joined(&client.command("SELECT INBOX").await);
+    let uid_validity = number_after(&first, "[UIDVALIDITY ");
+    let modseq = number_after(&first, "[HIGHESTMODSEQ ");
+    client.command("UNSELECT").await.assert_ok();
+
+    // Meanwhile another client flags UID 2 and expunges UID 3.
+    plain.command("SELECT INBOX").await.assert_ok();
+    plain
+        .command("UID STORE 2 +FLAGS (\\Flagged)")
+        .await
+        .assert_ok();
+    plain
+        .command("UID STORE 3 +FLAGS (\\Deleted)")
+        .await
+        .assert_ok();
+    plain.command("UID EXPUNGE 3").await.assert_ok();
+
+    let resync = client
+        .command(&format!(
+            "SELECT INBOX (QRESYNC ({uid_validity} {modseq} 1:4))"
+        ))
+        .await;
+    resync.assert_ok();
+    let text = joined(&resync);
+    assert!(
+        resync
+            .untagged
+            .iter()
+            .any(|line| String::from_utf8_lossy(line).trim_end() == "* VANISHED (EARLIER) 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+        "{text}"
+    );
+    assert!(
+        !text.contains("UID 1 FLAGS"),
+        "unchanged messages are not sent: {text}"
+    );
+
+    // Expunges by others now arrive as VANISHED, not EXPUNGE.
+    plain
+        .command("UID STORE 4 +FLAGS (\\Deleted)")
+        .await
+        .assert_ok();
+    plain.command("UID EXPUNGE 4").await.assert_ok();
+    let noop = joined(&client.command("NOOP").await);
+    assert!(noop.contains("* VANISHED 4"), "{noop}");
+    assert!(!noop.contains("(EARLIER) 4"), "{noop}");
+    assert!(!noop.contains("EXPUNGE"), "{noop}");
+
+    let fetched = joined(
+        &client
+            .command("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")
+            .await,
+    );
+    assert!(fetched.contains("* VANISHED (EARLIER) 3:4"), "{fetched}");
+    let bad = client
+        .command("FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)")
+        .await;
+    assert!(bad.tagged.contains("BAD"), "{}", bad.tagged);
 }
