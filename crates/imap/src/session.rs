@@ -333,6 +333,7 @@ impl Session {
             "STATUS=SIZE",
             "CONDSTORE",
             "QRESYNC",
+            "UTF8=ACCEPT",
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "SEARCHRES",

@@ -395,3 +395,24 @@ async fn qresync_reports_vanished_uids_and_changed_flags() {
         .await;
     assert!(bad.tagged.contains("BAD"), "{}", bad.tagged);
 }
+
+#[tokio::test]
+async fn utf8_accept_is_offered_and_enabled() {
+    let server = common::start().await;
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    assert!(joined(&client.command("CAPABILITY").await).contains("UTF8=ACCEPT"));
+    let enabled = client.command("ENABLE UTF8=ACCEPT").await;
+    assert!(
+        joined(&enabled).contains("ENABLED UTF8=ACCEPT"),
+        "{}",
+        joined(&enabled)
+    );
+    // A mailbox name in UTF-8, quoted, is accepted and listed as UTF-8.
+    client.command("CREATE \"Résumés\"").await.assert_ok();
+    let listed = joined(&client.command("LIST \"\" \"R*\"").await);
+    assert!(listed.contains("Résumés"), "{listed}");
+}
