@@ -15,10 +15,44 @@ pub struct Candidate<'a> {
     pub largest_uid: u32,
     pub message: &'a MessageFlags,
     pub envelope: Option<&'a Envelope>,
-    pub terms: Option<&'a [String]>,
+    /// For BODY and TEXT: the UIDs whose search terms contain each query word.
+    pub word_hits: Option<&'a WordHits>,
     pub raw: Option<&'a [u8]>,
     /// The UIDs of the saved result (`$`, RFC 5182).
     pub saved: &'a [u32],
+}
+
+/// Query word (lowercased) → UIDs of the messages with a term containing it.
+pub type WordHits = std::collections::HashMap<String, std::collections::HashSet<u32>>;
+
+/// The words of a BODY or TEXT query, as matching treats them.
+fn query_words(query: &str) -> impl Iterator<Item = String> + '_ {
+    query
+        .split(|character: char| !character.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// Every word the BODY and TEXT keys of `key` look for.
+pub fn body_words(key: &SearchKey) -> Vec<String> {
+    let mut words = Vec::new();
+    collect_words(key, &mut words);
+    words.sort();
+    words.dedup();
+    words
+}
+
+fn collect_words(key: &SearchKey, words: &mut Vec<String>) {
+    match key {
+        SearchKey::And(keys) => keys.iter().for_each(|key| collect_words(key, words)),
+        SearchKey::Or(left, right) => {
+            collect_words(left, words);
+            collect_words(right, words);
+        }
+        SearchKey::Not(key) => collect_words(key, words),
+        SearchKey::Body(text) | SearchKey::Text(text) => words.extend(query_words(text)),
+        _ => {}
+    }
 }
 
 /// What a search key needs decrypted.
@@ -74,7 +108,7 @@ pub fn matches(key: &SearchKey, candidate: &Candidate<'_>) -> bool {
         }
         SearchKey::Recent(recent) => !recent,
         SearchKey::Header(field, value) => header_matches(field, value, candidate),
-        SearchKey::Body(text) | SearchKey::Text(text) => terms_match(text, candidate.terms),
+        SearchKey::Body(text) | SearchKey::Text(text) => terms_match(text, candidate),
         SearchKey::Larger(size) => message.size_bytes > *size,
         SearchKey::Smaller(size) => message.size_bytes < *size,
         SearchKey::Uid(set) | SearchKey::Sequence(set) if set.is_saved() => {
@@ -154,18 +188,14 @@ fn header_matches(field: &str, value: &str, candidate: &Candidate<'_>) -> bool {
 
 /// BODY and TEXT: every word of the query must occur within a stored term (IMAP matches
 /// substrings; terms are whole lowercased words, so a word inside a term still matches).
-fn terms_match(query: &str, terms: Option<&[String]>) -> bool {
-    let Some(terms) = terms else {
+fn terms_match(query: &str, candidate: &Candidate<'_>) -> bool {
+    let Some(hits) = candidate.word_hits else {
         return false;
     };
-    query
-        .split(|character: char| !character.is_alphanumeric())
-        .filter(|word| !word.is_empty())
-        .map(str::to_lowercase)
-        .all(|word| {
-            // Sorted terms: a whole-word hit is a binary search; substrings need a scan.
-            terms.binary_search(&word).is_ok() || terms.iter().any(|term| term.contains(&word))
-        })
+    query_words(query).all(|word| {
+        hits.get(&word)
+            .is_some_and(|uids| uids.contains(&candidate.message.uid))
+    })
 }
 
 #[cfg(test)]
@@ -186,14 +216,33 @@ mod tests {
         }
     }
 
-    fn candidate<'a>(message: &'a MessageFlags, terms: &'a [String]) -> Candidate<'a> {
+    /// Word hits as the merged index gives them: each query word the tests use, matched
+    /// against `terms` as substrings.
+    fn hits(uid: u32, terms: &[String]) -> WordHits {
+        ["zebra", "uarter", "lion"]
+            .iter()
+            .map(|word| {
+                let found = terms.iter().any(|term| term.contains(word));
+                (
+                    word.to_string(),
+                    if found {
+                        [uid].into_iter().collect()
+                    } else {
+                        Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn candidate<'a>(message: &'a MessageFlags, hits: &'a WordHits) -> Candidate<'a> {
         Candidate {
             sequence: 1,
             largest_sequence: 1,
             largest_uid: message.uid,
             message,
             envelope: None,
-            terms: Some(terms),
+            word_hits: Some(hits),
             raw: None,
             saved: &[],
         }
@@ -203,7 +252,8 @@ mod tests {
     fn flags_keywords_sizes_dates_and_terms() {
         let seen = message(7, flag_bits::SEEN);
         let terms = vec!["quarterly".to_string(), "zebra".to_string()];
-        let candidate = candidate(&seen, &terms);
+        let hits = hits(seen.uid, &terms);
+        let candidate = candidate(&seen, &hits);
         assert!(matches(&SearchKey::Flag(flag_bits::SEEN, true), &candidate));
         assert!(matches(
             &SearchKey::Flag(flag_bits::DELETED, false),

@@ -1228,10 +1228,11 @@ impl Session {
         let mut needs = search::needs(key);
         needs.envelope |= want_envelopes;
         let loaded_uids = uids.clone();
-        let (envelopes, terms, raws) = self
+        let words = search::body_words(key);
+        let (envelopes, word_hits, raws) = self
             .blocking(move |user| {
                 let mut envelopes = std::collections::HashMap::new();
-                let mut terms = std::collections::HashMap::new();
+                let mut word_hits = search::WordHits::new();
                 let mut raws = std::collections::HashMap::new();
                 if needs.envelope {
                     for summary in user.summaries(&name, &loaded_uids)? {
@@ -1241,8 +1242,12 @@ impl Session {
                     }
                 }
                 if needs.terms {
-                    for (uid, found) in user.search_terms_many(&name, &loaded_uids)? {
-                        terms.insert(uid, found.terms);
+                    // The merged, sealed index (DESIGN.md point 6): only messages not merged
+                    // yet are decrypted.
+                    let index = user.search_index(&name)?;
+                    for word in words {
+                        let uids = index.uids_with(&word);
+                        word_hits.insert(word, uids);
                     }
                 }
                 if needs.raw {
@@ -1252,7 +1257,7 @@ impl Session {
                         }
                     }
                 }
-                Ok((envelopes, terms, raws))
+                Ok((envelopes, word_hits, raws))
             })
             .await?;
         let selected = self.selected()?;
@@ -1266,7 +1271,7 @@ impl Session {
                 largest_uid,
                 message,
                 envelope: envelopes.get(&message.uid),
-                terms: terms.get(&message.uid).map(Vec::as_slice),
+                word_hits: Some(&word_hits),
                 raw: raws.get(&message.uid).map(Vec::as_slice),
                 saved: &selected.saved,
             };

@@ -369,6 +369,10 @@ impl MailStore {
             let mailbox: MailboxRecord = records::decode("mailbox", &value)?;
             crate::delivery::delete_mailbox_messages(tx.as_mut(), &mailbox)?;
             tx.delete(MAILBOXES, &mailbox_key)?;
+            tx.delete(
+                crate::search_index::SEARCH_INDEX,
+                &crate::search_index::index_key(user.id, mailbox.id),
+            )?;
         }
         for (key, _) in tx.scan(
             records::PROMOTED_KEYS,

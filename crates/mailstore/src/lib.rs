@@ -28,6 +28,7 @@ mod export;
 pub mod index;
 mod notify;
 pub mod records;
+mod search_index;
 mod session;
 mod spam_models;
 mod unlock_cache;
@@ -38,6 +39,7 @@ pub use error::{Result, StoreError};
 pub use export::ExportSummary;
 pub use notify::{ChangeCallback, MailboxChange, Subscription};
 pub use records::SpecialUse;
+pub use search_index::{MailboxSearchIndex, MERGE_BATCH_MESSAGES_MAX};
 pub use session::{
     CopiedMessages, MailboxInfo, MailboxStatus, MessageFlags, MessageSummary, Unlocked,
 };

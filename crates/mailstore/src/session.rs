@@ -60,6 +60,8 @@ pub struct Unlocked {
     account_key: SymmetricKey,
     promoted_key_sealer: SymmetricKey,
     keys: Vec<UserKey>,
+    /// Decrypted merged search indexes of this session (see `search_index`).
+    search_cache: std::sync::Mutex<crate::search_index::IndexCache>,
 }
 
 impl std::fmt::Debug for Unlocked {
@@ -81,7 +83,28 @@ impl Unlocked {
             account_key,
             user,
             keys,
+            search_cache: std::sync::Mutex::default(),
         })
+    }
+
+    pub(crate) fn user_id(&self) -> u64 {
+        self.user.id
+    }
+
+    pub(crate) fn store(&self) -> &MailStore {
+        &self.store
+    }
+
+    pub(crate) fn search_cache(&self) -> &std::sync::Mutex<crate::search_index::IndexCache> {
+        &self.search_cache
+    }
+
+    pub(crate) fn mailbox_record(
+        &self,
+        tx: &(impl ReadTransaction + ?Sized),
+        name: &MailboxName,
+    ) -> Result<MailboxRecord> {
+        self.mailbox(tx, name)
     }
 
     pub(crate) fn account_key(&self) -> &SymmetricKey {
@@ -180,6 +203,10 @@ impl Unlocked {
             delete_message(tx.as_mut(), self.user.id, mailbox.id, uid, &record)?;
         }
         tx.delete(MAILBOXES, &records::mailbox_key(self.user.id, name))?;
+        tx.delete(
+            crate::search_index::SEARCH_INDEX,
+            &crate::search_index::index_key(self.user.id, mailbox.id),
+        )?;
         tx.commit()?;
         self.store.notify(&self.user.address, name);
         Ok(())

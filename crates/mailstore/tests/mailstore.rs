@@ -492,8 +492,16 @@ fn nothing_readable_reaches_the_disk() {
         let session = store
             .unlock(&alice, &Secret::from(PASSWORD))
             .expect("unlock");
-        // Reading and listing must not leave plaintext behind either.
+        // Reading, listing and the merged search index must not leave plaintext behind either.
         session.list_messages(&MailboxName::inbox()).expect("list");
+        let index = session
+            .search_index(&MailboxName::inbox())
+            .expect("search index");
+        assert_eq!(
+            index.uids_with("canarybody55e0c").len(),
+            1,
+            "the canary is searchable"
+        );
         session
             .append(
                 &MailboxName::try_from("Sent").expect("name"),
@@ -580,4 +588,51 @@ fn an_unknown_account_costs_a_kdf_run_like_a_wrong_password() {
         .unlock(&address("alice@example.org"), &Secret::from("wrong one"))
         .is_err());
     assert_eq!(store.unlock_cache_stats().password_kdf_runs, before + 2);
+}
+
+#[test]
+fn the_merged_search_index_grows_with_new_mail_and_survives_sessions() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    store
+        .deliver(
+            std::slice::from_ref(&alice),
+            &message("first", "zebra crossing"),
+        )
+        .expect("deliver");
+    let session = store
+        .unlock(&alice, &Secret::from(PASSWORD))
+        .expect("unlock");
+    let inbox = MailboxName::inbox();
+    let index = session.search_index(&inbox).expect("index");
+    assert_eq!(
+        index.uids_with("zebra").into_iter().collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(index.uids_with("ebr").len(), 1, "substrings of terms match");
+    assert!(index.uids_with("giraffe").is_empty());
+    // New mail while the session is open is merged on the next search.
+    store
+        .deliver(
+            std::slice::from_ref(&alice),
+            &message("second", "giraffe and zebra"),
+        )
+        .expect("deliver");
+    let index = session.search_index(&inbox).expect("index");
+    let mut zebra: Vec<u32> = index.uids_with("zebra").into_iter().collect();
+    zebra.sort_unstable();
+    assert_eq!(zebra, vec![1, 2]);
+    drop(session);
+    // A new session starts from the stored (sealed) index and sees the same.
+    let again = store
+        .unlock(&alice, &Secret::from(PASSWORD))
+        .expect("unlock");
+    assert_eq!(
+        again
+            .search_index(&inbox)
+            .expect("index")
+            .uids_with("giraffe")
+            .len(),
+        1
+    );
 }
