@@ -41,3 +41,7 @@ pub const BAD_COMMANDS_IN_A_ROW_MAX: u32 = 20;
 pub const NESTING_DEPTH_MAX: usize = 16;
 /// Messages one FETCH decrypts in full (BODY[], BODYSTRUCTURE) per batch: bounds memory.
 pub const FETCH_BODIES_PER_BATCH_MAX: usize = 64;
+
+/// Authenticated IMAP sessions one account may hold at once: every client of a user keeps a
+/// few (INBOX IDLE, a sync, a search), and a leaked credential cannot open thousands.
+pub const CONNECTIONS_PER_ACCOUNT_MAX: usize = 50;

@@ -7,7 +7,7 @@
 //! a command, during IDLE (RFC 2177) and on NOOP, never in the middle of a response, and
 //! never EXPUNGE during FETCH, STORE or SEARCH (RFC 9051 section 7.5.1).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,8 +26,8 @@ use crate::encode::{self, string};
 use crate::io::{Frame, Io, Line};
 use crate::limits::{
     BAD_COMMANDS_IN_A_ROW_MAX, COMMANDS_PER_SECOND_MAX, COMMAND_BURST_MAX,
-    FETCH_BODIES_PER_BATCH_MAX, IDLE_TIMEOUT_SECS, LINE_LENGTH_MAX_BYTES,
-    LOGIN_FAILURES_PER_SESSION_MAX, LOGIN_FAILURE_DELAY_MS,
+    CONNECTIONS_PER_ACCOUNT_MAX, FETCH_BODIES_PER_BATCH_MAX, IDLE_TIMEOUT_SECS,
+    LINE_LENGTH_MAX_BYTES, LOGIN_FAILURES_PER_SESSION_MAX, LOGIN_FAILURE_DELAY_MS,
 };
 use crate::login_limits::LoginLimiter;
 use crate::search::{self, Candidate};
@@ -45,6 +45,42 @@ struct Shared {
     store: MailStore,
     settings: ImapSettings,
     limiter: LoginLimiter,
+    /// Open authenticated sessions per account.
+    sessions_per_account: Mutex<HashMap<EmailAddress, usize>>,
+}
+
+/// One authenticated session's place in the per-account count; given back on drop.
+struct AccountSlot {
+    shared: Arc<Shared>,
+    address: EmailAddress,
+}
+
+impl AccountSlot {
+    fn take(shared: &Arc<Shared>, address: &EmailAddress) -> Option<AccountSlot> {
+        let mut sessions = shared.sessions_per_account.lock().ok()?;
+        let count = sessions.entry(address.clone()).or_insert(0);
+        if *count >= CONNECTIONS_PER_ACCOUNT_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(AccountSlot {
+            shared: Arc::clone(shared),
+            address: address.clone(),
+        })
+    }
+}
+
+impl Drop for AccountSlot {
+    fn drop(&mut self) {
+        if let Ok(mut sessions) = self.shared.sessions_per_account.lock() {
+            if let Some(count) = sessions.get_mut(&self.address) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    sessions.remove(&self.address);
+                }
+            }
+        }
+    }
 }
 
 impl ImapHandler {
@@ -54,6 +90,7 @@ impl ImapHandler {
                 store,
                 settings,
                 limiter: LoginLimiter::default(),
+                sessions_per_account: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -199,6 +236,7 @@ struct Session {
     selected: Option<Selected>,
     changes: Arc<Changes>,
     _subscription: Option<Subscription>,
+    _account_slot: Option<AccountSlot>,
     /// ENABLE IMAP4rev2 or UTF8=ACCEPT: mailbox names and header text in UTF-8.
     utf8: bool,
     rev2: bool,
@@ -299,6 +337,7 @@ impl Session {
             selected: None,
             changes: Arc::default(),
             _subscription: None,
+            _account_slot: None,
             utf8: false,
             rev2: false,
             condstore: false,
@@ -794,6 +833,12 @@ impl Session {
         match unlocked {
             Ok(Ok(unlocked)) => {
                 self.shared.limiter.record_success(user);
+                let Some(slot) = AccountSlot::take(&self.shared, &address) else {
+                    return Err(no(&format!(
+                        "[LIMIT] already {CONNECTIONS_PER_ACCOUNT_MAX} sessions for this account; close some"
+                    )));
+                };
+                self._account_slot = Some(slot);
                 let changes = Arc::clone(&self.changes);
                 self._subscription = Some(self.shared.store.subscribe(&address, move |change| {
                     if let Ok(mut mailboxes) = changes.mailboxes.lock() {

@@ -416,3 +416,42 @@ async fn utf8_accept_is_offered_and_enabled() {
     let listed = joined(&client.command("LIST \"\" \"R*\"").await);
     assert!(listed.contains("Résumés"), "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_account_are_bounded() {
+    // More connections from this one address than the listeners' default per-address limit.
+    let server = common::start_with(|config| {
+        config.limits.connections_per_ip_max = 200;
+        config.limits.connections_max = 200;
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..letterlock_imap::limits::CONNECTIONS_PER_ACCOUNT_MAX {
+        let mut client = Client::tls(&server).await;
+        client
+            .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+            .await
+            .assert_ok();
+        open.push(client);
+    }
+    let mut one_more = Client::tls(&server).await;
+    let refused = one_more
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await;
+    assert!(refused.tagged.contains("NO [LIMIT]"), "{}", refused.tagged);
+    let mut first = open.remove(0);
+    first.command("LOGOUT").await;
+    drop(first);
+    // The slot is given back when the session ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let reply = one_more
+            .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+            .await;
+        if reply.ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", reply.tagged);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
