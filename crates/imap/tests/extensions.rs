@@ -455,3 +455,29 @@ async fn sessions_per_account_are_bounded() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_under_attack_refuses_even_the_right_password_for_a_while() {
+    let server = common::start().await;
+    let mut failures = 0;
+    while failures < letterlock_imap::limits::LOGIN_FAILURES_PER_ACCOUNT_MAX {
+        let mut client = Client::tls(&server).await;
+        for _ in 0..letterlock_imap::limits::LOGIN_FAILURES_PER_SESSION_MAX {
+            if failures >= letterlock_imap::limits::LOGIN_FAILURES_PER_ACCOUNT_MAX {
+                break;
+            }
+            let reply = client.command(&format!("LOGIN {USER} wrong")).await;
+            assert!(reply.tagged.contains("NO"), "{}", reply.tagged);
+            failures += 1;
+        }
+    }
+    let mut client = Client::tls(&server).await;
+    let refused = client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await;
+    assert!(
+        refused.tagged.contains("NO [UNAVAILABLE]"),
+        "{}",
+        refused.tagged
+    );
+}
