@@ -12,7 +12,8 @@ pub const COMMAND_SIZE_MAX_BYTES: usize = 256 * 1024;
 /// How many literals one command may carry (a command is a few strings at most).
 pub const LITERALS_PER_COMMAND_MAX: usize = 16;
 /// RFC 2177 section 3: clients re-issue IDLE at least every 29 minutes; the server may end an
-/// IDLE that lasts longer than 30 minutes.
+/// IDLE that lasts longer than 30 minutes. Sessions use the configured
+/// `limits.idle_timeout_secs`, whose default is this.
 pub const IDLE_TIMEOUT_SECS: u64 = 30 * 60;
 /// Failed logins one session may make before it is ended with BYE.
 pub const LOGIN_FAILURES_PER_SESSION_MAX: u32 = 3;

@@ -26,8 +26,8 @@ use crate::encode::{self, string};
 use crate::io::{Frame, Io, Line};
 use crate::limits::{
     BAD_COMMANDS_IN_A_ROW_MAX, COMMANDS_PER_SECOND_MAX, COMMAND_BURST_MAX,
-    CONNECTIONS_PER_ACCOUNT_MAX, FETCH_BODIES_PER_BATCH_MAX, IDLE_TIMEOUT_SECS,
-    LINE_LENGTH_MAX_BYTES, LOGIN_FAILURES_PER_SESSION_MAX, LOGIN_FAILURE_DELAY_MS,
+    CONNECTIONS_PER_ACCOUNT_MAX, FETCH_BODIES_PER_BATCH_MAX, LINE_LENGTH_MAX_BYTES,
+    LOGIN_FAILURES_PER_SESSION_MAX, LOGIN_FAILURE_DELAY_MS,
 };
 use crate::login_limits::LoginLimiter;
 use crate::search::{self, Candidate};
@@ -1977,7 +1977,8 @@ impl Session {
         io.line("+ idling");
         self.report_changes(io, true).await;
         io.flush().await.map_err(|_| bad("connection lost"))?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(IDLE_TIMEOUT_SECS);
+        // RFC 2177: clients re-issue IDLE before 29 minutes; the same idle limit applies.
+        let deadline = tokio::time::Instant::now() + self.shared.settings.idle_timeout;
         let changes = Arc::clone(&self.changes);
         loop {
             let mut shutdown = self.shutdown.clone();
@@ -1994,7 +1995,7 @@ impl Session {
                     io.flush().await.map_err(|_| bad("connection lost"))?;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    io.line("* BYE IDLE for longer than 30 minutes");
+                    io.line("* BYE IDLE for longer than the idle limit; re-issue IDLE sooner");
                     return Err(Done::TaggedThenClose("NO IDLE timed out".into()));
                 }
                 _ = shutdown.requested() => {

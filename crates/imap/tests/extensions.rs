@@ -481,3 +481,34 @@ async fn an_account_under_attack_refuses_even_the_right_password_for_a_while() {
         refused.tagged
     );
 }
+
+#[tokio::test]
+async fn idle_sessions_and_idle_commands_end_after_the_idle_limit() {
+    let server = common::start_with(|config| config.limits.idle_timeout_secs = 1).await;
+    let mut quiet = Client::tls(&server).await;
+    quiet
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    let bye = quiet.read_response().await;
+    assert!(
+        String::from_utf8_lossy(&bye).starts_with("* BYE autologout"),
+        "{}",
+        String::from_utf8_lossy(&bye)
+    );
+
+    let mut idler = Client::tls(&server).await;
+    idler
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    idler.command("SELECT INBOX").await.assert_ok();
+    idler.send_raw(b"i IDLE\r\n").await;
+    assert!(idler.read_response().await.starts_with(b"+ "));
+    let bye = idler.read_response().await;
+    assert!(
+        String::from_utf8_lossy(&bye).starts_with("* BYE IDLE"),
+        "{}",
+        String::from_utf8_lossy(&bye)
+    );
+}
