@@ -965,13 +965,19 @@ impl Session {
             if !patterns.iter().any(|pattern| wildcard_match(pattern, name)) {
                 continue;
             }
-            if options.subscribed_only && !info.subscribed {
+            let prefix = format!("{name}/");
+            // RFC 5258 section 3.5: with RECURSIVEMATCH, a mailbox whose descendants are
+            // subscribed is reported with CHILDINFO, subscribed or not.
+            let subscribed_descendant = options.recursive_match
+                && mailboxes
+                    .iter()
+                    .any(|other| other.subscribed && other.name.as_str().starts_with(&prefix));
+            if options.subscribed_only && !info.subscribed && !subscribed_descendant {
                 continue;
             }
             if options.special_use_only && info.special_use.is_none() {
                 continue;
             }
-            let prefix = format!("{name}/");
             let has_children = names.iter().any(|other| other.starts_with(&prefix));
             let mut attributes = vec![if has_children {
                 "\\HasChildren"
@@ -989,6 +995,9 @@ impl Session {
             }
             let mut line = format!("* {verb} ({}) \"/\" ", attributes.join(" ")).into_bytes();
             self.write_mailbox_name(&mut line, name);
+            if subscribed_descendant {
+                line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
             line.extend_from_slice(b"\r\n");
             io.write(&line);
             if let Some(items) = &options.return_status {

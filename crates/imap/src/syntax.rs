@@ -93,6 +93,9 @@ pub struct ListOptions {
     pub return_status: Option<Vec<StatusItem>>,
     /// The command used LIST-EXTENDED syntax (RFC 5258), so responses may carry extended data.
     pub extended: bool,
+    /// RFC 5258 section 3.5: also report matching mailboxes whose descendants meet the
+    /// selection (with CHILDINFO).
+    pub recursive_match: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -782,10 +785,15 @@ impl Parser<'_> {
                         options.return_subscribed = true;
                     }
                     "SPECIAL-USE" => options.special_use_only = true,
-                    // Children are always reported, so RECURSIVEMATCH changes nothing.
-                    "RECURSIVEMATCH" | "REMOTE" => {}
+                    "RECURSIVEMATCH" => options.recursive_match = true,
+                    // No remote mailboxes here.
+                    "REMOTE" => {}
                     other => return Err(format!("unknown LIST selection option {other}")),
                 }
+            }
+            // RFC 5258 section 3.1: RECURSIVEMATCH alone has nothing to recurse on.
+            if options.recursive_match && !options.subscribed_only {
+                return Err("RECURSIVEMATCH needs the SUBSCRIBED selection option".into());
             }
             self.space()?;
         }

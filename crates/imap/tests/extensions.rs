@@ -512,3 +512,35 @@ async fn idle_sessions_and_idle_commands_end_after_the_idle_limit() {
         String::from_utf8_lossy(&bye)
     );
 }
+
+#[tokio::test]
+async fn list_extended_recursivematch_reports_childinfo() {
+    let server = common::start().await;
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    client.command("CREATE Work").await.assert_ok();
+    client.command("CREATE Work/Reports").await.assert_ok();
+    client.command("UNSUBSCRIBE Work").await.assert_ok();
+    let plain = joined(&client.command("LIST (SUBSCRIBED) \"\" \"%\"").await);
+    assert!(!plain.contains("\"Work\""), "{plain}");
+    let recursive = client
+        .command("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"%\"")
+        .await;
+    recursive.assert_ok();
+    let work = recursive
+        .untagged
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).trim_end().to_string())
+        .find(|line| line.contains("\"Work\""))
+        .unwrap_or_default();
+    assert!(
+        work.ends_with("\"Work\" (\"CHILDINFO\" (\"SUBSCRIBED\"))"),
+        "{work}"
+    );
+    assert!(!work.contains("\\Subscribed"), "{work}");
+    let bad = client.command("LIST (RECURSIVEMATCH) \"\" \"*\"").await;
+    assert!(bad.tagged.contains("BAD"), "{}", bad.tagged);
+}
