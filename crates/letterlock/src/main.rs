@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use letterlock_mailstore::{MailStore, StoreError, StoreOptions};
-use letterlock_server::config::Config;
+use letterlock_server::config::{Config, DnsResolver};
 use letterlock_storage::embedded::EmbeddedEngine;
 use letterlock_types::Secret;
 
@@ -527,8 +527,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let message_size_max_bytes = config.limits.message_size_max_bytes;
     runtime.block_on(async move {
         // The outbound runner: delivers what submission queued, until the server stops.
-        let resolver = letterlock_queue::HickoryResolver::from_system_conf()
-            .context("cannot read the system's DNS configuration")?;
+        let resolver: Arc<dyn letterlock_queue::Resolver> = match config.dns.resolver {
+            DnsResolver::System => Arc::new(
+                letterlock_queue::HickoryResolver::from_system_conf()
+                    .context("cannot read the system's DNS configuration")?,
+            ),
+            // No DNS: every destination is unknown, so mail waits in the queue.
+            DnsResolver::Off => Arc::new(letterlock_queue::MapResolver::default()),
+        };
         let client = letterlock_queue::client::ClientSettings {
             hostname: config.hostname.to_string(),
             port: OUTBOUND_SMTP_PORT,
@@ -538,7 +544,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let runner = letterlock_queue::Runner::new(
             services.queue.clone(),
             store.clone(),
-            Arc::new(resolver),
+            resolver,
             letterlock_queue::RunnerSettings::new(client),
         );
         let outbound = letterlock_queue::Outbound {
@@ -598,12 +604,17 @@ fn handlers(
     outbound: letterlock_queue::Outbound,
     config: &Config,
 ) -> anyhow::Result<letterlock_server::Handlers> {
-    let smtp = letterlock_smtp::handler_with_outbound(
-        store.clone(),
-        letterlock_smtp::Settings::from_limits(&config.limits),
-        Some(outbound),
-    )
-    .context("cannot start SMTP delivery")?;
+    let mut settings = letterlock_smtp::Settings::from_limits(&config.limits);
+    settings.sender_authentication = Some(Arc::new(match config.dns.resolver {
+        DnsResolver::System => letterlock_smtp::auth::SenderAuthenticator::from_system_conf()
+            .context("cannot read the system's DNS configuration")?,
+        DnsResolver::Off => letterlock_smtp::auth::SenderAuthenticator::from_records(
+            letterlock_smtp::auth::DnsRecords::default(),
+        )
+        .context("cannot set up offline sender authentication")?,
+    }));
+    let smtp = letterlock_smtp::handler_with_outbound(store.clone(), settings, Some(outbound))
+        .context("cannot start SMTP delivery")?;
     let port = |service: letterlock_server::Service| match config.listen.address(service) {
         letterlock_server::config::ListenAddress::At(address) => Some(address.port()),
         letterlock_server::config::ListenAddress::Disabled => None,

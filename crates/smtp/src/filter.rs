@@ -21,6 +21,17 @@ pub const MODEL_CACHE_SECS: u64 = 30;
 /// Header fields this filter writes; incoming copies are removed.
 pub const VERDICT_HEADERS: [&str; 2] = ["X-Letterlock-Spam", "X-Letterlock-Phishing"];
 
+/// What sender authentication (`crate::auth`) tells the filter about one message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthSignals {
+    /// DMARC passed for the From: domain: its display name is not a spoof.
+    pub dmarc_aligned: bool,
+    /// Added to the spam score as independent evidence (`1 - (1 - s)(1 - w)`), 0 to 1.
+    pub spam_weight: f64,
+    /// What made up `spam_weight`, listed among the spam verdict's reasons.
+    pub reasons: Vec<(String, f64)>,
+}
+
 /// What the filter decided for one message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assessment {
@@ -131,7 +142,12 @@ impl SpamFilter {
 
     /// Assess `message` for `recipients` (local addresses). Blocking: call it off the async
     /// threads. A failure to read a model never refuses mail: it scores as unsure.
-    pub fn assess(&self, message: &[u8], recipients: &[EmailAddress]) -> Assessment {
+    pub fn assess(
+        &self,
+        message: &[u8],
+        recipients: &[EmailAddress],
+        auth: &AuthSignals,
+    ) -> Assessment {
         let cached = self.cached();
         // One recipient account: its own model counts too (see `bayes`).
         let user_model = match recipients {
@@ -151,14 +167,25 @@ impl SpamFilter {
             &phishing::Context {
                 local_domains: cached.local_domains.clone(),
                 protected_identities: cached.local_addresses.clone(),
-                dmarc_aligned: false,
+                dmarc_aligned: auth.dmarc_aligned,
             },
         );
         let phishing_score = phishing::score(&findings);
-        let score = 1.0 - (1.0 - spam.spam_probability) * (1.0 - phishing_score);
+        let auth_weight = auth.spam_weight.clamp(0.0, 1.0);
+        let score =
+            1.0 - (1.0 - spam.spam_probability) * (1.0 - phishing_score) * (1.0 - auth_weight);
+        let mut reasons: Vec<bayes::Reason> = auth
+            .reasons
+            .iter()
+            .map(|(feature, weight)| bayes::Reason {
+                feature: feature.clone(),
+                probability: *weight,
+            })
+            .collect();
+        reasons.extend(spam.reasons);
         let combined = bayes::Score {
             spam_probability: score,
-            reasons: spam.reasons,
+            reasons,
         };
         let headers = format!(
             "X-Letterlock-Spam: {}\r\nX-Letterlock-Phishing: {}\r\n",

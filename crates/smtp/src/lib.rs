@@ -8,10 +8,14 @@
 //! - `limiter`: failed-login limits per account and per client address.
 //! - `trace`: the `Return-Path` and `Received` headers.
 //! - `settings`: every limit, named, with its default.
+//! - `auth`: sender authentication of inbound mail (SPF, DKIM, DMARC, ARC, iprev) and the
+//!   `Authentication-Results` header.
 //!
 //! Submitted mail for remote recipients is DKIM-signed (Ed25519 and RSA) and put in the
 //! outbound queue (`letterlock-queue`) when an [`Outbound`] is given; without one, remote
-//! recipients get a temporary `451`. Not here yet: inbound SPF/DKIM/DMARC checks.
+//! recipients get a temporary `451`. Inbound mail is authenticated when `Settings` carries a
+//! [`auth::SenderAuthenticator`]: DMARC `p=reject` failures are refused, `p=quarantine` ones
+//! filed in Junk.
 
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use letterlock_mailstore::MailStore;
 pub use letterlock_queue::Outbound;
 use letterlock_server::{Connection, SessionFuture, SessionHandler};
 
+pub mod auth;
 pub mod batcher;
 pub mod filter;
 pub mod framing;

@@ -21,7 +21,8 @@ use base64::Engine as _;
 use letterlock_mailstore::records::flag_bits;
 use letterlock_mailstore::{Filing, MailStore, SpecialUse, StoreError, Unlocked};
 
-use crate::filter::{strip_header_fields, SpamFilter, VERDICT_HEADERS};
+use crate::auth::{strip_forged_results, DmarcDisposition, Envelope};
+use crate::filter::{strip_header_fields, AuthSignals, SpamFilter, VERDICT_HEADERS};
 use letterlock_server::{Connection, Service, ShutdownSignal, Transport};
 use letterlock_types::{EmailAddress, Secret};
 use smtp_proto::{Error as ParseError, Request};
@@ -863,13 +864,50 @@ impl SmtpServer {
                 Err(_) => return Reply::new(451, "4.3.0", "temporary failure, try again later"),
             }
         }
-        // Inbound mail is assessed for spam and phishing while it is plaintext in memory.
+        // Inbound mail is authenticated, then assessed for spam and phishing, while it is
+        // plaintext in memory.
         let (body, filing) = if state.mode == Mode::Inbound {
+            // Checked on the message as it came (a removed header could be a signed one).
+            let verdict = match &self.settings.sender_authentication {
+                Some(authenticator) => Some(
+                    authenticator
+                        .authenticate(&Envelope {
+                            message: &body,
+                            client_ip: state.peer.ip(),
+                            helo: state.helo.as_deref().unwrap_or(""),
+                            mail_from: &transaction.sender,
+                            hostname: &state.hostname,
+                        })
+                        .await,
+                ),
+                None => None,
+            };
+            if let Some(verdict) = &verdict {
+                if verdict.disposition == DmarcDisposition::Reject {
+                    return Reply::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "rejected by the DMARC policy of {}: the From: domain is not authenticated",
+                            verdict.dmarc_domain
+                        ),
+                    );
+                }
+            }
+            let body = strip_forged_results(&body, &state.hostname);
             let body = strip_header_fields(&body, &VERDICT_HEADERS);
+            let signals = verdict
+                .as_ref()
+                .map(|verdict| AuthSignals {
+                    dmarc_aligned: verdict.dmarc_aligned,
+                    spam_weight: verdict.spam_weight,
+                    reasons: verdict.spam_reasons.clone(),
+                })
+                .unwrap_or_default();
             let filter = Arc::clone(&self.filter);
             let recipients = transaction.recipients.clone();
             let assessed = tokio::task::spawn_blocking(move || {
-                let assessment = filter.assess(&body, &recipients);
+                let assessment = filter.assess(&body, &recipients, &signals);
                 (assessment, body)
             })
             .await;
@@ -883,9 +921,21 @@ impl SmtpServer {
                     format!("message refused as spam (score {:.3})", assessment.score),
                 );
             }
-            let mut assessed_body = assessment.headers;
+            let mut assessed_body = verdict
+                .as_ref()
+                .map(|verdict| verdict.header.clone().into_bytes())
+                .unwrap_or_default();
+            assessed_body.extend_from_slice(&assessment.headers);
             assessed_body.extend_from_slice(&body);
-            (assessed_body, assessment.filing)
+            let quarantined = verdict
+                .as_ref()
+                .is_some_and(|verdict| verdict.disposition == DmarcDisposition::Quarantine);
+            let filing = if quarantined {
+                Filing::Junk
+            } else {
+                assessment.filing
+            };
+            (assessed_body, filing)
         } else {
             (body, Filing::Inbox)
         };

@@ -2,9 +2,12 @@
 //! them. The server's configuration fills in the ones it knows (`Settings::from_limits`); the
 //! rest keep the defaults here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use letterlock_server::config::Limits;
+
+use crate::auth::SenderAuthenticator;
 
 /// RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF, but SMTP
 /// extensions (SIZE, DSN, SMTPUTF8 addresses) lengthen MAIL and RCPT; 1000 matches the text
@@ -74,6 +77,10 @@ pub struct Settings {
     pub junk_threshold: f64,
     /// Score at or above which inbound mail is refused at SMTP time (550 5.7.1).
     pub reject_threshold: f64,
+    /// SPF, DKIM, DMARC, ARC and iprev for inbound mail. `None` (the default, so nothing in a
+    /// test reaches DNS by accident): not checked, and no `Authentication-Results` is written,
+    /// though forged ones claiming our host name are still removed.
+    pub sender_authentication: Option<Arc<SenderAuthenticator>>,
 }
 
 impl Default for Settings {
@@ -98,6 +105,7 @@ impl Default for Settings {
             delivery_queue_max: DELIVERY_QUEUE_MAX,
             junk_threshold: letterlock_filter::JUNK_THRESHOLD_DEFAULT,
             reject_threshold: letterlock_filter::REJECT_THRESHOLD_DEFAULT,
+            sender_authentication: None,
         }
     }
 }

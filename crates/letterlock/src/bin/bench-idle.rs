@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         data.join("letterlock.toml"),
         format!(
-            "data_dir = \"{}\"\nhostname = \"localhost\"\n[listen]\nsmtp = \"\"\nsubmission_tls = \"\"\nsubmission_starttls = \"\"\nimap = \"\"\nimaps = \"127.0.0.1:0\"\npop3 = \"\"\npop3s = \"\"\nhttps = \"\"\n[limits]\nconnections_per_ip_max = {n}\nconnections_max = {n}\n",
+            "data_dir = \"{}\"\nhostname = \"localhost\"\n[listen]\nsmtp = \"\"\nsubmission_tls = \"\"\nsubmission_starttls = \"\"\nimap = \"\"\nimaps = \"127.0.0.1:0\"\npop3 = \"\"\npop3s = \"\"\nhttps = \"\"\n[limits]\nconnections_per_ip_max = {n}\nconnections_max = {n}\n[dns]\nresolver = \"off\"\n",
             data.display(),
             n = connections + 100
         ),

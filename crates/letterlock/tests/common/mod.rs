@@ -147,6 +147,10 @@ https = "127.0.0.1:0"
 argon2_memory_kib = 8
 argon2_iterations = 1
 argon2_parallelism = 1
+
+# Tests reach nothing but loopback.
+[dns]
+resolver = "off"
 "#,
         data = data.display()
     )

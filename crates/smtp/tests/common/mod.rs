@@ -12,6 +12,7 @@ use letterlock_crypto::kdf::KdfParams;
 use letterlock_mailstore::{MailStore, StoreOptions};
 use letterlock_server::config::ListenAddress;
 use letterlock_server::{tls, Config, Handlers, Server, Service, ShutdownSignal};
+use letterlock_smtp::auth::{DnsRecords, SenderAuthenticator};
 use letterlock_smtp::{Mode, SessionContext, Settings, SmtpServer};
 use letterlock_storage::embedded::EmbeddedEngine;
 use letterlock_storage::Engine;
@@ -70,10 +71,20 @@ pub fn test_store_for(domain: &str, users: &[&str]) -> TestStore {
     TestStore { dir, store, engine }
 }
 
+/// Settings for tests, with sender authentication over an empty DNS map (every check runs,
+/// none reaches the network).
 pub fn test_settings() -> Settings {
+    test_settings_with_dns(DnsRecords::default())
+}
+
+/// As [`test_settings`], with `records` as all the DNS there is.
+pub fn test_settings_with_dns(records: DnsRecords) -> Settings {
     Settings {
         message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         auth_failure_delay: Duration::from_millis(10),
+        sender_authentication: Some(Arc::new(
+            SenderAuthenticator::from_records(records).expect("authenticator"),
+        )),
         ..Settings::default()
     }
 }
@@ -97,7 +108,8 @@ pub fn inbox(store: &MailStore, user: &str) -> Vec<Vec<u8>> {
 }
 
 /// The message after the `Return-Path` and `Received` headers the server put in front,
-/// asserting that they are there, and after the spam and phishing verdicts inbound mail gets.
+/// asserting that they are there, and after the authentication results and the spam and
+/// phishing verdicts inbound mail gets.
 pub fn without_trace(message: &[u8]) -> Vec<u8> {
     let text = message;
     assert!(
@@ -114,6 +126,7 @@ pub fn without_trace(message: &[u8]) -> Vec<u8> {
     skipped += received.len();
     while let Some(line) = lines.peek() {
         if line.starts_with(b"\t")
+            || line.starts_with(b"Authentication-Results: ")
             || line.starts_with(b"X-Letterlock-Spam: ")
             || line.starts_with(b"X-Letterlock-Phishing: ")
         {
