@@ -544,3 +544,34 @@ async fn list_extended_recursivematch_reports_childinfo() {
     let bad = client.command("LIST (RECURSIVEMATCH) \"\" \"*\"").await;
     assert!(bad.tagged.contains("BAD"), "{}", bad.tagged);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_flood_is_slowed_to_the_rate_limit_not_dropped() {
+    use letterlock_imap::limits::{COMMANDS_PER_SECOND_MAX, COMMAND_BURST_MAX};
+    let server = common::start().await;
+    let mut client = Client::tls(&server).await;
+    client
+        .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
+        .await
+        .assert_ok();
+    let extra = COMMANDS_PER_SECOND_MAX as usize * 3 / 2;
+    let total = COMMAND_BURST_MAX as usize + extra;
+    let mut flood = Vec::new();
+    for n in 0..total {
+        flood.extend_from_slice(format!("f{n} NOOP\r\n").as_bytes());
+    }
+    let started = std::time::Instant::now();
+    client.send_raw(&flood).await;
+    let last = client.until_tagged(&format!("f{}", total - 1)).await;
+    assert!(last.ok(), "{}", last.tagged);
+    // The burst passes at once; the rest at COMMANDS_PER_SECOND_MAX (a lower bound only: a
+    // slower machine takes longer, never shorter).
+    let floor =
+        std::time::Duration::from_secs_f64(extra as f64 / f64::from(COMMANDS_PER_SECOND_MAX) * 0.8);
+    assert!(
+        started.elapsed() >= floor,
+        "{:?} < {floor:?}: not rate-limited",
+        started.elapsed()
+    );
+    client.command("NOOP").await.assert_ok();
+}
