@@ -939,6 +939,18 @@ impl SmtpServer {
         } else {
             (body, Filing::Inbox)
         };
+        // Submission: what the user sent is kept as sent (the Sent copy); what goes out carries
+        // the sender's key in an Autocrypt header (Autocrypt Level 1), signed by DKIM with it.
+        let (body, submitted) = match &state.auth {
+            Some(authenticated) => {
+                let submitted = body.clone();
+                (
+                    self.with_autocrypt(&authenticated.address, body).await,
+                    submitted,
+                )
+            }
+            None => (body, Vec::new()),
+        };
         let transaction_id = new_transaction_id();
         let protocol = match (state.esmtp, state.tls.is_some(), state.auth.is_some()) {
             (false, _, _) => "SMTP",
@@ -999,7 +1011,7 @@ impl SmtpServer {
             }
         }
         if let Some(authenticated) = &state.auth {
-            self.store_sent_copy(Arc::clone(&authenticated.unlocked), body)
+            self.store_sent_copy(Arc::clone(&authenticated.unlocked), submitted)
                 .await;
         }
         Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
@@ -1106,6 +1118,27 @@ impl SmtpServer {
     /// A copy of what the user sent, as they sent it, in their Sent mailbox. The message is
     /// already delivered; a failure here is logged, not reported as a failed submission (the
     /// client would send it again to every recipient).
+    /// Autocrypt Level 1 (autocrypt.org, section 2.1): an `Autocrypt:` header with the
+    /// sender's address and public key, unless the client wrote one. Only for a From: address
+    /// that is the account's (or one of its aliases); the key is the account's current key.
+    async fn with_autocrypt(&self, account: &EmailAddress, message: Vec<u8>) -> Vec<u8> {
+        let Some(from) = header_from_addresses(&message).into_iter().next() else {
+            return message;
+        };
+        if has_header(&message, "Autocrypt") {
+            return message;
+        }
+        let store = self.store.clone();
+        let account = account.clone();
+        let key = tokio::task::spawn_blocking(move || store.public_key(&account)).await;
+        let Ok(Ok(key)) = key else {
+            return message;
+        };
+        let mut out = autocrypt_header(&from, &key);
+        out.extend_from_slice(&message);
+        out
+    }
+
     async fn store_sent_copy(&self, unlocked: Arc<Unlocked>, body: Vec<u8>) {
         let stored = tokio::task::spawn_blocking(move || -> Result<u32, StoreError> {
             let sent = unlocked
@@ -1364,6 +1397,39 @@ fn body_error_reply(error: BodyError, settings: &Settings) -> Reply {
             ),
         ),
     }
+}
+
+/// `Autocrypt: addr=...; keydata=...` with the key's base64 folded into 76-column lines.
+fn autocrypt_header(address: &EmailAddress, key: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    let mut header = format!("Autocrypt: addr={address}; keydata=").into_bytes();
+    for chunk in encoded.as_bytes().chunks(AUTOCRYPT_LINE_CHARS) {
+        header.extend_from_slice(b"\r\n ");
+        header.extend_from_slice(chunk);
+    }
+    header.extend_from_slice(b"\r\n");
+    header
+}
+
+/// Base64 characters per folded line of the Autocrypt key (RFC 5322 asks for lines of at most
+/// 78 characters).
+const AUTOCRYPT_LINE_CHARS: usize = 76;
+
+/// Whether the header section has a field called `name`.
+fn has_header(message: &[u8], name: &str) -> bool {
+    for line in message.split(|&byte| byte == b'\n') {
+        if line == b"\r" || line.is_empty() {
+            return false;
+        }
+        if line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()] == b':'
+        {
+            return true;
+        }
+    }
+    false
 }
 
 fn delivery_error_reply(error: &DeliveryError) -> Reply {

@@ -638,3 +638,82 @@ async fn server_shutdown_says_421_to_open_sessions() {
     assert!(goodbye.starts_with("421 4.3.2"), "{goodbye}");
     stopping.await.expect("stopped");
 }
+
+/// Autocrypt Level 1: submitted mail carries the sender's key; a client's own header stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_mail_carries_the_senders_key_in_an_autocrypt_header() {
+    let store = test_store();
+    let server = RunningServer::start(&store, test_settings()).await;
+    let message = message_from(ALICE, "autocrypt");
+    let out = smtplib(
+        "starttls",
+        server.submission_starttls.port(),
+        &server,
+        Some((ALICE, PASSWORD)),
+        ALICE,
+        BOB,
+        &message,
+    )
+    .await;
+    assert!(out.starts_with("sent {}"), "{out}");
+    let delivered = String::from_utf8(inbox(&store.store, BOB)[0].clone()).expect("utf-8");
+    let start = delivered
+        .find("Autocrypt: addr=alice@example.org; keydata=")
+        .expect("Autocrypt header");
+    let mut keydata = String::new();
+    for line in delivered[start..].lines().skip(1) {
+        match line.strip_prefix(' ') {
+            Some(chunk) => keydata.push_str(chunk.trim_end()),
+            None => break,
+        }
+    }
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&keydata)
+        .expect("base64 key");
+    assert_eq!(
+        key,
+        store.store.public_key(&address(ALICE)).expect("public key")
+    );
+    // GnuPG reads the key as published.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("key.pgp");
+    std::fs::write(&key_file, &key).expect("write");
+    let listed = std::process::Command::new("gpg")
+        .arg("--homedir")
+        .arg(dir.path())
+        .args([
+            "--batch",
+            "--with-colons",
+            "--import-options",
+            "show-only",
+            "--import",
+        ])
+        .arg(&key_file)
+        .output()
+        .expect("gpg");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("<alice@example.org>"));
+    assert_eq!(
+        mailbox(&store.store, ALICE, "Sent"),
+        vec![message],
+        "the Sent copy is as sent"
+    );
+
+    // A client that writes its own Autocrypt header keeps it, alone.
+    let mut own = b"Autocrypt: addr=alice@example.org; keydata=AAAA\r\n".to_vec();
+    own.extend_from_slice(&message_from(ALICE, "own-autocrypt"));
+    smtplib(
+        "starttls",
+        server.submission_starttls.port(),
+        &server,
+        Some((ALICE, PASSWORD)),
+        ALICE,
+        BOB,
+        &own,
+    )
+    .await;
+    let second = String::from_utf8(inbox(&store.store, BOB)[1].clone()).expect("utf-8");
+    assert_eq!(second.matches("Autocrypt: ").count(), 1, "{second}");
+    assert!(second.contains("keydata=AAAA"), "{second}");
+    server.stop().await;
+}

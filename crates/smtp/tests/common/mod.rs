@@ -129,6 +129,9 @@ pub fn without_trace(message: &[u8]) -> Vec<u8> {
             || line.starts_with(b"Authentication-Results: ")
             || line.starts_with(b"X-Letterlock-Spam: ")
             || line.starts_with(b"X-Letterlock-Phishing: ")
+            // Submission adds the sender's key (Autocrypt), folded on lines starting with a space.
+            || line.starts_with(b"Autocrypt: addr=")
+            || (line.starts_with(b" ") && skipped > 0)
         {
             skipped += line.len();
             lines.next();
