@@ -51,7 +51,7 @@ mod tests {
         assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
         assert_eq!(
             rfc5322_date(1_795_508_000),
-            "Tue, 24 Nov 2026 07:33:20 +0000"
+            "Tue, 24 Nov 2026 08:13:20 +0000"
         );
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
