@@ -1235,16 +1235,8 @@ impl Parser<'_> {
         })
     }
 
-    /// `THREAD algorithm charset search-keys` (RFC 5256 section 4); REFERENCES only.
-    fn thread(&mut self, uid: bool) -> Parsed<Command> {
-        self.space()?;
-        let algorithm = self.upper_atom()?;
-        if algorithm != "REFERENCES" {
-            return Err(format!(
-                "unsupported THREAD algorithm {algorithm} (REFERENCES is offered)"
-            ));
-        }
-        self.space()?;
+    /// `charset SP search-key *(SP search-key)`, as SORT and THREAD take them (RFC 5256).
+    fn charset_and_keys(&mut self, command: &str) -> Parsed<SearchKey> {
         let charset = self.astring()?.to_ascii_uppercase();
         if charset != "UTF-8" && charset != "US-ASCII" {
             return Err("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset".into());
@@ -1255,12 +1247,23 @@ impl Parser<'_> {
             keys.push(self.search_key(0)?);
         }
         if keys.is_empty() {
-            return Err("THREAD needs at least one search key".into());
+            return Err(format!("{command} needs at least one search key"));
         }
-        Ok(Command::Thread {
-            uid,
-            key: SearchKey::And(keys),
-        })
+        Ok(SearchKey::And(keys))
+    }
+
+    /// `THREAD algorithm charset search-keys` (RFC 5256 section 4); REFERENCES only.
+    fn thread(&mut self, uid: bool) -> Parsed<Command> {
+        self.space()?;
+        let algorithm = self.upper_atom()?;
+        if algorithm != "REFERENCES" {
+            return Err(format!(
+                "unsupported THREAD algorithm {algorithm} (REFERENCES is offered)"
+            ));
+        }
+        self.space()?;
+        let key = self.charset_and_keys("THREAD")?;
+        Ok(Command::Thread { uid, key })
     }
 
     /// `SORT (criteria) charset search-keys` (RFC 5256 section 3).
@@ -1296,23 +1299,8 @@ impl Parser<'_> {
         }
         self.expect(b')')?;
         self.space()?;
-        let charset = self.astring()?.to_ascii_uppercase();
-        if charset != "UTF-8" && charset != "US-ASCII" {
-            return Err("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset".into());
-        }
-        let mut keys = Vec::new();
-        while self.peek() == Some(b' ') {
-            self.space()?;
-            keys.push(self.search_key(0)?);
-        }
-        if keys.is_empty() {
-            return Err("SORT needs at least one search key".into());
-        }
-        Ok(Command::Sort {
-            uid,
-            criteria,
-            key: SearchKey::And(keys),
-        })
+        let key = self.charset_and_keys("SORT")?;
+        Ok(Command::Sort { uid, criteria, key })
     }
 
     fn search_key(&mut self, depth: usize) -> Parsed<SearchKey> {
