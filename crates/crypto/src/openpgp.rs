@@ -329,6 +329,87 @@ pub fn decrypt_with_session_key(
     Ok(out)
 }
 
+/// What checking a detached OpenPGP signature (RFC 3156 PGP/MIME) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// Made by `fingerprint` (a key given), over exactly this content.
+    Valid { fingerprint: String },
+    /// Claims to be made by `fingerprint` (a key given) but does not verify: the content or
+    /// the signature was changed.
+    Invalid { fingerprint: String },
+    /// Made by a key not among those given.
+    UnknownKey,
+    /// Not a signature this code can read.
+    Malformed,
+}
+
+/// Check a detached signature (armoured or binary) over `content` against `keys`.
+pub fn verify_detached(signature: &[u8], content: &[u8], keys: &[PublicKey]) -> SignatureCheck {
+    use pgp::composed::DetachedSignature;
+    let Ok((signature, _)) = DetachedSignature::from_reader_single(signature) else {
+        return SignatureCheck::Malformed;
+    };
+    let issuers_fingerprints: Vec<String> = signature
+        .signature
+        .issuer_fingerprint()
+        .iter()
+        .map(|fingerprint| hex_upper(fingerprint.as_bytes()))
+        .collect();
+    let issuer_key_ids: Vec<String> = signature
+        .signature
+        .issuer_key_id()
+        .iter()
+        .map(|key_id| hex_upper(key_id.as_ref()))
+        .collect();
+    let names = |fingerprint: &str, key_id: &str| {
+        issuers_fingerprints.iter().any(|issuer| issuer == fingerprint)
+            || issuer_key_ids.iter().any(|issuer| issuer == key_id)
+    };
+    for key in keys {
+        let primary_fingerprint = key.fingerprint();
+        let primary = &key.key.primary_key;
+        if names(&primary_fingerprint, &hex_upper(primary.legacy_key_id().as_ref())) {
+            return match signature.verify(&key.key, content) {
+                Ok(()) => SignatureCheck::Valid {
+                    fingerprint: primary_fingerprint,
+                },
+                Err(_) => SignatureCheck::Invalid {
+                    fingerprint: primary_fingerprint,
+                },
+            };
+        }
+        for subkey in &key.key.public_subkeys {
+            let fingerprint = hex_upper(subkey.fingerprint().as_bytes());
+            if names(&fingerprint, &hex_upper(subkey.legacy_key_id().as_ref())) {
+                return match signature.verify(subkey, content) {
+                    Ok(()) => SignatureCheck::Valid {
+                        fingerprint: primary_fingerprint,
+                    },
+                    Err(_) => SignatureCheck::Invalid {
+                        fingerprint: primary_fingerprint,
+                    },
+                };
+            }
+        }
+    }
+    SignatureCheck::UnknownKey
+}
+
+impl UserKey {
+    /// A detached, armoured signature over `content` (binary signature type), made with the
+    /// primary key.
+    pub fn sign_detached(&self, content: &[u8]) -> Result<String> {
+        let signature = pgp::composed::DetachedSignature::sign_binary_data(
+            thread_rng(),
+            &self.secret.primary_key,
+            &Password::empty(),
+            pgp::crypto::hash::HashAlgorithm::Sha256,
+            content,
+        )?;
+        Ok(signature.to_armored_string(ArmorOptions::default())?)
+    }
+}
+
 fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02X}")).collect()
 }
@@ -379,6 +460,28 @@ mod tests {
         let imported = UserKey::import(armored.as_bytes(), b"pw").expect("import with password");
         assert_eq!(imported.fingerprint(), key.fingerprint());
         assert!(UserKey::import(armored.as_bytes(), b"wrong").is_err());
+    }
+
+    #[test]
+    fn detached_signatures_verify_and_tampering_shows() {
+        let signer = UserKey::generate("dave@example.org").expect("key");
+        let stranger = UserKey::generate("eve@example.org").expect("key");
+        let content = b"Content-Type: text/plain\r\n\r\nsigned words\r\n";
+        let signature = signer.sign_detached(content).expect("sign");
+        let keys = [stranger.public_key(), signer.public_key()];
+        assert_eq!(
+            verify_detached(signature.as_bytes(), content, &keys),
+            SignatureCheck::Valid { fingerprint: signer.fingerprint() }
+        );
+        assert_eq!(
+            verify_detached(signature.as_bytes(), b"Content-Type: text/plain\r\n\r\nsigned wordz\r\n", &keys),
+            SignatureCheck::Invalid { fingerprint: signer.fingerprint() }
+        );
+        assert_eq!(
+            verify_detached(signature.as_bytes(), content, &[stranger.public_key()]),
+            SignatureCheck::UnknownKey
+        );
+        assert_eq!(verify_detached(b"garbage", content, &keys), SignatureCheck::Malformed);
     }
 
     #[test]

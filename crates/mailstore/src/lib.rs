@@ -28,6 +28,7 @@ mod export;
 pub mod index;
 mod notify;
 pub mod records;
+mod peer_keys;
 mod search_index;
 mod session;
 mod spam_models;

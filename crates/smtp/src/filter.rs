@@ -19,7 +19,11 @@ use letterlock_types::EmailAddress;
 /// are read again: training shows up within this.
 pub const MODEL_CACHE_SECS: u64 = 30;
 /// Header fields this filter writes; incoming copies are removed.
-pub const VERDICT_HEADERS: [&str; 2] = ["X-Letterlock-Spam", "X-Letterlock-Phishing"];
+pub const VERDICT_HEADERS: [&str; 3] = [
+    "X-Letterlock-Spam",
+    "X-Letterlock-Phishing",
+    crate::signatures::SIGNATURE_HEADER,
+];
 
 /// What sender authentication (`crate::auth`) tells the filter about one message.
 #[derive(Debug, Clone, Default, PartialEq)]

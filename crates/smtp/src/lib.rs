@@ -31,6 +31,7 @@ pub mod limiter;
 pub mod reply;
 pub mod session;
 pub mod settings;
+pub mod signatures;
 pub mod trace;
 
 pub use reply::Reply;

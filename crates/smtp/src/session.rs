@@ -906,12 +906,24 @@ impl SmtpServer {
                 .unwrap_or_default();
             let filter = Arc::clone(&self.filter);
             let recipients = transaction.recipients.clone();
+            let store = self.store.clone();
             let assessed = tokio::task::spawn_blocking(move || {
                 let assessment = filter.assess(&body, &recipients, &signals);
-                (assessment, body)
+                // The signature is checked against keys known before this message; only then
+                // is the message's own Autocrypt key learnt (it cannot vouch for itself).
+                let from = header_from_addresses(&body).into_iter().next();
+                let signature = crate::signatures::check(&body, from.as_ref(), &store);
+                if let Some(from) = &from {
+                    if let Some(key) = crate::signatures::autocrypt_key(&body, from) {
+                        if let Err(error) = store.record_peer_key(from, &key) {
+                            tracing::warn!(%error, "cannot remember an Autocrypt key");
+                        }
+                    }
+                }
+                (assessment, signature, body)
             })
             .await;
-            let Ok((assessment, body)) = assessed else {
+            let Ok((assessment, signature, body)) = assessed else {
                 return Reply::new(451, "4.3.0", "temporary failure, try again later");
             };
             if assessment.reject {
@@ -926,6 +938,11 @@ impl SmtpServer {
                 .map(|verdict| verdict.header.clone().into_bytes())
                 .unwrap_or_default();
             assessed_body.extend_from_slice(&assessment.headers);
+            if let Some(signature) = signature {
+                assessed_body.extend_from_slice(
+                    format!("{}: {signature}\r\n", crate::signatures::SIGNATURE_HEADER).as_bytes(),
+                );
+            }
             assessed_body.extend_from_slice(&body);
             let quarantined = verdict
                 .as_ref()

@@ -1,0 +1,186 @@
+//! OpenPGP on inbound mail (`DESIGN.md`, "End-to-end encryption and keys"): the sender's key
+//! is learnt from an `Autocrypt:` header (Level 1), and a PGP/MIME signature (RFC 3156,
+//! `multipart/signed; protocol="application/pgp-signature"`) is checked against the keys known
+//! for the From: address — a local account's own key, or one learnt earlier. The result goes
+//! into `X-Letterlock-Signature`, which a sender cannot forge: copies from outside are removed.
+
+use letterlock_crypto::openpgp::{verify_detached, PublicKey, SignatureCheck};
+use letterlock_mailstore::MailStore;
+use letterlock_types::EmailAddress;
+
+pub const SIGNATURE_HEADER: &str = "X-Letterlock-Signature";
+/// A key in an Autocrypt header larger than this is ignored (a v4 Ed25519 key is under 1 KiB;
+/// RSA-4096 with a few subkeys stays well under).
+pub const AUTOCRYPT_KEY_SIZE_MAX_BYTES: usize = 64 * 1024;
+
+/// The header section, unfolded: (name, value) pairs.
+fn header_fields(message: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(message);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            fields.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    fields
+}
+
+/// The `Autocrypt:` key of `from`, if the header names that address (Autocrypt Level 1,
+/// section 2.3: a header for another address is ignored).
+pub fn autocrypt_key(message: &[u8], from: &EmailAddress) -> Option<Vec<u8>> {
+    let fields = header_fields(message);
+    let headers: Vec<&String> = fields
+        .iter()
+        .filter(|(name, _)| name == "autocrypt")
+        .map(|(_, value)| value)
+        .collect();
+    // More than one Autocrypt header: the spec says to ignore them all.
+    let [value] = headers.as_slice() else {
+        return None;
+    };
+    let mut address = None;
+    let mut keydata = None;
+    for attribute in value.split(';') {
+        let (name, attribute_value) = attribute.trim().split_once('=')?;
+        match name.trim() {
+            "addr" => address = Some(attribute_value.trim().to_string()),
+            "keydata" => keydata = Some(attribute_value.split_whitespace().collect::<String>()),
+            // Unknown critical attributes (no leading underscore) invalidate the header.
+            other if !other.starts_with('_') && other != "prefer-encrypt" => return None,
+            _ => {}
+        }
+    }
+    if !address?.eq_ignore_ascii_case(&from.to_string()) {
+        return None;
+    }
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(keydata?)
+        .ok()?;
+    (key.len() <= AUTOCRYPT_KEY_SIZE_MAX_BYTES && PublicKey::from_bytes(&key).is_ok())
+        .then_some(key)
+}
+
+/// The signed part and the signature of a PGP/MIME signed message, if it is one.
+pub fn pgp_mime_parts(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let fields = header_fields(message);
+    let content_type = fields
+        .iter()
+        .find(|(name, _)| name == "content-type")
+        .map(|(_, value)| value.clone())?;
+    let lower = content_type.to_ascii_lowercase();
+    if !lower.starts_with("multipart/signed") || !lower.contains("application/pgp-signature") {
+        return None;
+    }
+    let boundary = parameter(&content_type, "boundary")?;
+    let body_start = header_end(message)?;
+    let body = &message[body_start..];
+    let delimiter = format!("--{boundary}");
+    let first = find(body, delimiter.as_bytes(), 0)?;
+    let content_start = line_end(body, first)?;
+    // The CRLF before a delimiter belongs to the delimiter (RFC 2046 section 5.1.1).
+    let second = find(body, format!("\r\n{delimiter}").as_bytes(), content_start)?;
+    let signed = canonical_crlf(&body[content_start..second]);
+    let signature_start = line_end(body, second + 2)?;
+    let closing = find(body, format!("\r\n{delimiter}").as_bytes(), signature_start)?;
+    let signature_part = &body[signature_start..closing];
+    let signature_body = header_end(signature_part).map(|end| &signature_part[end..])?;
+    Some((signed, signature_body.to_vec()))
+}
+
+/// The result header value for a message, or `None` when it is not signed.
+pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> Option<String> {
+    let (signed, signature) = pgp_mime_parts(message)?;
+    let mut keys = Vec::new();
+    if let Some(from) = from {
+        // A local account's own key, then the key learnt for the address.
+        for key in [
+            store.public_key(from).ok(),
+            store.peer_key(from).ok().flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Ok(key) = PublicKey::from_bytes(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    let signer = from.map(ToString::to_string).unwrap_or_default();
+    Some(match verify_detached(&signature, &signed, &keys) {
+        SignatureCheck::Valid { fingerprint } => {
+            format!("valid; signer={signer}; key={fingerprint}")
+        }
+        SignatureCheck::Invalid { fingerprint } => {
+            format!("invalid (the message was changed after signing); key={fingerprint}")
+        }
+        SignatureCheck::UnknownKey => "unknown-key (no key known for the sender)".to_string(),
+        SignatureCheck::Malformed => "invalid (unreadable signature)".to_string(),
+    })
+}
+
+fn parameter(value: &str, name: &str) -> Option<String> {
+    for part in value.split(';').skip(1) {
+        let (key, raw) = part.trim().split_once('=')?;
+        if key.trim().eq_ignore_ascii_case(name) {
+            return Some(raw.trim().trim_matches('"').to_string());
+        }
+    }
+    None
+}
+
+/// Just after the blank line ending a header section.
+fn header_end(bytes: &[u8]) -> Option<usize> {
+    find(bytes, b"\r\n\r\n", 0)
+        .map(|at| at + 4)
+        .or_else(|| find(bytes, b"\n\n", 0).map(|at| at + 2))
+}
+
+fn line_end(bytes: &[u8], from: usize) -> Option<usize> {
+    find(bytes, b"\n", from).map(|at| at + 1)
+}
+
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|window| window == needle)
+        .map(|at| at + from)
+}
+
+/// RFC 3156 section 5: signed data is checked in canonical form, CRLF line endings.
+fn canonical_crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (index, &byte) in bytes.iter().enumerate() {
+        if byte == b'\n' && (index == 0 || bytes[index - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(byte);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgp_mime_parts_are_split_at_the_right_bytes() {
+        let message = b"From: a@b.example\r\nContent-Type: multipart/signed; micalg=pgp-sha256;\r\n protocol=\"application/pgp-signature\"; boundary=\"xyz\"\r\n\r\nThis is OpenPGP/MIME.\r\n--xyz\r\nContent-Type: text/plain\r\n\r\nhello\r\n--xyz\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nabc\r\n-----END PGP SIGNATURE-----\r\n--xyz--\r\n";
+        let (signed, signature) = pgp_mime_parts(message).expect("signed");
+        assert_eq!(signed, b"Content-Type: text/plain\r\n\r\nhello");
+        assert!(signature.starts_with(b"-----BEGIN PGP SIGNATURE-----"));
+        assert!(pgp_mime_parts(b"Subject: plain\r\n\r\nbody\r\n").is_none());
+    }
+}

@@ -1,0 +1,207 @@
+//! PGP/MIME signatures on inbound mail, checked against a key learnt from an earlier Autocrypt
+//! header, with messages signed by GnuPG (Debian's): verified, tampering shown, unknown keys
+//! named, and a forged result header from outside removed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use letterlock_smtp::Mode;
+
+const DAVE: &str = "dave@outside.example";
+
+fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
+    let output = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(args)
+        .output()
+        .expect("gpg is installed (scripts/install-test-tools.sh)");
+    assert!(
+        output.status.success(),
+        "gpg {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn new_home(root: &Path, name: &str, uid: &str) -> std::path::PathBuf {
+    let home = root.join(name);
+    std::fs::create_dir_all(&home).expect("home");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    gpg(&home, &["--quick-gen-key", uid, "ed25519", "sign", "never"]);
+    home
+}
+
+fn fingerprint(home: &Path) -> String {
+    let listing =
+        String::from_utf8(gpg(home, &["--with-colons", "--list-keys"]).stdout).expect("utf-8");
+    listing
+        .lines()
+        .find(|line| line.starts_with("fpr:"))
+        .and_then(|line| line.split(':').nth(9))
+        .expect("fingerprint")
+        .to_string()
+}
+
+/// A PGP/MIME message whose first part is `part`, signed by the key in `home`.
+fn signed_message(root: &Path, home: &Path, part: &[u8]) -> Vec<u8> {
+    let part_file = root.join("part.txt");
+    std::fs::write(&part_file, part).expect("part");
+    let signature_file = root.join("part.asc");
+    let _ = std::fs::remove_file(&signature_file);
+    gpg(
+        home,
+        &[
+            "--detach-sign",
+            "--armor",
+            "--digest-algo",
+            "SHA256",
+            "-o",
+            signature_file.to_str().expect("utf-8"),
+            part_file.to_str().expect("utf-8"),
+        ],
+    );
+    let signature = std::fs::read_to_string(&signature_file)
+        .expect("signature")
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    let mut message = format!(
+        "From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: signed\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"sep\"\r\n\r\n\
+This is an OpenPGP/MIME signed message.\r\n--sep\r\n"
+    )
+    .into_bytes();
+    message.extend_from_slice(part);
+    message.extend_from_slice(b"\r\n--sep\r\nContent-Type: application/pgp-signature\r\n\r\n");
+    message.extend_from_slice(signature.as_bytes());
+    message.extend_from_slice(b"--sep--\r\n");
+    message
+}
+
+fn session(body: &[u8]) -> Vec<u8> {
+    let mut input =
+        format!("EHLO outside.example\r\nMAIL FROM:<{DAVE}>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n")
+            .into_bytes();
+    input.extend_from_slice(body);
+    input.extend_from_slice(b".\r\nQUIT\r\n");
+    input
+}
+
+fn signature_header(message: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(message)
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| {
+            line.strip_prefix("X-Letterlock-Signature: ")
+                .map(str::to_string)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
+    let store = test_store();
+    let server = smtp_server(&store.store, test_settings());
+    let root = tempfile::tempdir().expect("tempdir");
+    let dave = new_home(root.path(), "dave", &format!("Dave <{DAVE}>"));
+    let dave_fingerprint = fingerprint(&dave);
+
+    // Signed before Dave's key is known: the key is unknown.
+    let part = b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello Alice, this is signed.";
+    let signed = signed_message(root.path(), &dave, part);
+    converse(&server, Mode::Inbound, &session(&signed)).await;
+
+    // Dave's first plain message introduces his key (Autocrypt).
+    use base64::Engine as _;
+    let key = gpg(&dave, &["--export", DAVE]).stdout;
+    let keydata = base64::engine::general_purpose::STANDARD.encode(&key);
+    let folded: Vec<&str> = keydata
+        .as_bytes()
+        .chunks(76)
+        .map(|chunk| std::str::from_utf8(chunk).expect("ascii"))
+        .collect();
+    let introduction = format!(
+        "From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: hi\r\nAutocrypt: addr={DAVE}; keydata=\r\n {}\r\n\r\nHello.\r\n",
+        folded.join("\r\n ")
+    );
+    converse(&server, Mode::Inbound, &session(introduction.as_bytes())).await;
+    converse(&server, Mode::Inbound, &session(&signed)).await;
+
+    // The same message with one byte of the signed text changed.
+    let mut tampered = signed.clone();
+    let at = tampered
+        .windows(10)
+        .position(|window| window == b"is signed.")
+        .expect("signed text");
+    tampered[at + 3] = b'S';
+    converse(&server, Mode::Inbound, &session(&tampered)).await;
+
+    // A forged result on an unsigned message.
+    let forged = format!("X-Letterlock-Signature: valid; signer={DAVE}; key=FORGED\r\nFrom: Dave <{DAVE}>\r\nSubject: forged\r\n\r\ntrust me\r\n");
+    converse(&server, Mode::Inbound, &session(forged.as_bytes())).await;
+
+    // Someone else's key, never introduced.
+    let mallory = new_home(root.path(), "mallory", &format!("Dave <{DAVE}>"));
+    let by_mallory = signed_message(root.path(), &mallory, part);
+    converse(&server, Mode::Inbound, &session(&by_mallory)).await;
+
+    let inbox: Vec<Vec<u8>> = inbox(&store.store, ALICE)
+        .into_iter()
+        .chain(mailbox(&store.store, ALICE, "Junk"))
+        .collect();
+    let headers: Vec<Option<String>> = inbox
+        .iter()
+        .map(|message| signature_header(message))
+        .collect();
+    let find = |subject: &str, nth: usize| -> Option<String> {
+        inbox
+            .iter()
+            .filter(|message| {
+                String::from_utf8_lossy(message).contains(&format!("Subject: {subject}\r\n"))
+            })
+            .nth(nth)
+            .and_then(|message| signature_header(message))
+    };
+    assert_eq!(inbox.len(), 6, "{headers:?}");
+    assert!(
+        find("signed", 0).is_some_and(|value| value.starts_with("unknown-key")),
+        "{headers:?}"
+    );
+    assert_eq!(
+        find("hi", 0),
+        None,
+        "unsigned mail gets no signature header"
+    );
+    assert_eq!(
+        find("signed", 1),
+        Some(format!("valid; signer={DAVE}; key={dave_fingerprint}")),
+        "{headers:?}"
+    );
+    assert!(
+        find("signed", 2).is_some_and(|value| value.starts_with("invalid")),
+        "{headers:?}"
+    );
+    assert_eq!(
+        find("forged", 0),
+        None,
+        "the forged header was removed: {headers:?}"
+    );
+    assert!(
+        find("signed", 3).is_some_and(|value| value.starts_with("unknown-key")),
+        "{headers:?}"
+    );
+}
