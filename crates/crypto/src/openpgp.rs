@@ -362,13 +362,18 @@ pub fn verify_detached(signature: &[u8], content: &[u8], keys: &[PublicKey]) -> 
         .map(|key_id| hex_upper(key_id.as_ref()))
         .collect();
     let names = |fingerprint: &str, key_id: &str| {
-        issuers_fingerprints.iter().any(|issuer| issuer == fingerprint)
+        issuers_fingerprints
+            .iter()
+            .any(|issuer| issuer == fingerprint)
             || issuer_key_ids.iter().any(|issuer| issuer == key_id)
     };
     for key in keys {
         let primary_fingerprint = key.fingerprint();
         let primary = &key.key.primary_key;
-        if names(&primary_fingerprint, &hex_upper(primary.legacy_key_id().as_ref())) {
+        if names(
+            &primary_fingerprint,
+            &hex_upper(primary.legacy_key_id().as_ref()),
+        ) {
             return match signature.verify(&key.key, content) {
                 Ok(()) => SignatureCheck::Valid {
                     fingerprint: primary_fingerprint,
@@ -471,17 +476,28 @@ mod tests {
         let keys = [stranger.public_key(), signer.public_key()];
         assert_eq!(
             verify_detached(signature.as_bytes(), content, &keys),
-            SignatureCheck::Valid { fingerprint: signer.fingerprint() }
+            SignatureCheck::Valid {
+                fingerprint: signer.fingerprint()
+            }
         );
         assert_eq!(
-            verify_detached(signature.as_bytes(), b"Content-Type: text/plain\r\n\r\nsigned wordz\r\n", &keys),
-            SignatureCheck::Invalid { fingerprint: signer.fingerprint() }
+            verify_detached(
+                signature.as_bytes(),
+                b"Content-Type: text/plain\r\n\r\nsigned wordz\r\n",
+                &keys
+            ),
+            SignatureCheck::Invalid {
+                fingerprint: signer.fingerprint()
+            }
         );
         assert_eq!(
             verify_detached(signature.as_bytes(), content, &[stranger.public_key()]),
             SignatureCheck::UnknownKey
         );
-        assert_eq!(verify_detached(b"garbage", content, &keys), SignatureCheck::Malformed);
+        assert_eq!(
+            verify_detached(b"garbage", content, &keys),
+            SignatureCheck::Malformed
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ impl MailStore {
     /// The key last seen for `address`, if any.
     pub fn peer_key(&self, address: &EmailAddress) -> Result<Option<Vec<u8>>> {
         let tx = self.engine.begin_read()?;
-        Ok(get_record::<PeerKeyRecord>(tx.as_ref(), PEER_KEYS, address.to_string().as_bytes())?
-            .map(|record| record.key))
+        Ok(
+            get_record::<PeerKeyRecord>(tx.as_ref(), PEER_KEYS, address.to_string().as_bytes())?
+                .map(|record| record.key),
+        )
     }
 }
