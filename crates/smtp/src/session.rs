@@ -910,10 +910,12 @@ impl SmtpServer {
             let assessed = tokio::task::spawn_blocking(move || {
                 let assessment = filter.assess(&body, &recipients, &signals);
                 // The signature is checked against keys known before this message; only then
-                // is the message's own Autocrypt key learnt (it cannot vouch for itself).
+                // is the message's own Autocrypt key learnt (it cannot vouch for itself), and
+                // only when DMARC passed: a key later reported as "valid" must not be one a
+                // spoofed From: could plant.
                 let from = header_from_addresses(&body).into_iter().next();
                 let signature = crate::signatures::check(&body, from.as_ref(), &store);
-                if let Some(from) = &from {
+                if let Some(from) = from.as_ref().filter(|_| signals.dmarc_aligned) {
                     if let Some(key) = crate::signatures::autocrypt_key(&body, from) {
                         if let Err(error) = store.record_peer_key(from, &key) {
                             tracing::warn!(%error, "cannot remember an Autocrypt key");

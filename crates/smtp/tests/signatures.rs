@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
+use letterlock_smtp::auth::DnsRecords;
 use letterlock_smtp::Mode;
 
 const DAVE: &str = "dave@outside.example";
@@ -115,7 +116,12 @@ fn signature_header(message: &[u8]) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
     let store = test_store();
-    let server = smtp_server(&store.store, test_settings());
+    // outside.example authorises the test client (192.0.2.7) and publishes DMARC: mail from
+    // there is DMARC-aligned, mail from any other address is not.
+    let records = DnsRecords::default()
+        .with_txt("outside.example", "v=spf1 ip4:192.0.2.7 -all")
+        .with_txt("_dmarc.outside.example", "v=DMARC1; p=none");
+    let server = smtp_server(&store.store, test_settings_with_dns(records));
     let root = tempfile::tempdir().expect("tempdir");
     let dave = new_home(root.path(), "dave", &format!("Dave <{DAVE}>"));
     let dave_fingerprint = fingerprint(&dave);
@@ -159,6 +165,21 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
     let by_mallory = signed_message(root.path(), &mallory, part);
     converse(&server, Mode::Inbound, &session(&by_mallory)).await;
 
+    // Mallory introduces her key as Dave's from an address outside.example does not authorise
+    // (DMARC fails): it is not learnt, and her signature stays unknown.
+    let mallory_key = gpg(&mallory, &["--export", DAVE]).stdout;
+    let spoofed = format!(
+        "From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: spoofed\r\nAutocrypt: addr={DAVE}; keydata={}\r\n\r\nNew key.\r\n",
+        base64::engine::general_purpose::STANDARD.encode(&mallory_key)
+    );
+    let elsewhere = || {
+        let mut context = context(Mode::Inbound);
+        context.peer = "198.51.100.9:40000".parse().expect("peer");
+        context
+    };
+    converse_with(&server, elsewhere(), &session(spoofed.as_bytes())).await;
+    converse_with(&server, elsewhere(), &session(&by_mallory)).await;
+
     let inbox: Vec<Vec<u8>> = inbox(&store.store, ALICE)
         .into_iter()
         .chain(mailbox(&store.store, ALICE, "Junk"))
@@ -176,7 +197,7 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
             .nth(nth)
             .and_then(|message| signature_header(message))
     };
-    assert_eq!(inbox.len(), 6, "{headers:?}");
+    assert_eq!(inbox.len(), 8, "{headers:?}");
     assert!(
         find("signed", 0).is_some_and(|value| value.starts_with("unknown-key")),
         "{headers:?}"
@@ -203,5 +224,9 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
     assert!(
         find("signed", 3).is_some_and(|value| value.starts_with("unknown-key")),
         "{headers:?}"
+    );
+    assert!(
+        find("signed", 4).is_some_and(|value| value.starts_with("unknown-key")),
+        "a spoofed Autocrypt header planted a key: {headers:?}"
     );
 }
