@@ -265,6 +265,7 @@ fn dmarc_records() -> DnsRecords {
         .with_txt("_dmarc.none.test", "v=DMARC1; p=none")
         .with_txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine")
         .with_txt("_dmarc.reject.test", "v=DMARC1; p=reject")
+        .with_txt("_dmarc.testing.test", "v=DMARC1; p=reject; t=y")
         .with_txt("_dmarc.strict.test", "v=DMARC1; p=reject; aspf=s")
         .with_txt("mail.strict.test", "v=spf1 ip4:192.0.2.7 -all")
 }
@@ -325,6 +326,28 @@ async fn dmarc_quarantine_files_in_junk() {
     assert!(header.contains("policy.dmarc=quarantine"), "{header}");
     let (inbox, junk) = delivered(&store);
     assert_eq!((inbox.len(), junk.len()), (0, 1), "quarantined in Junk");
+}
+
+/// DMARCbis (RFC 9989) `t=y`, which replaces RFC 7489's `pct`: mail-auth applies the next less
+/// strict policy, and the session must not lower it a second time.
+#[tokio::test]
+async fn dmarc_reject_in_testing_mode_quarantines_instead() {
+    let store = test_store();
+    let header = deliver_one(
+        &store,
+        dmarc_records(),
+        "client.example",
+        "list@bounce.test",
+        &message("Tess <tess@testing.test>", "p=reject; t=y"),
+    )
+    .await;
+    assert!(header.contains("dmarc=fail"), "{header}");
+    let (inbox, junk) = delivered(&store);
+    assert_eq!(
+        (inbox.len(), junk.len()),
+        (0, 1),
+        "t=y turns reject into quarantine"
+    );
 }
 
 #[tokio::test]
