@@ -29,18 +29,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-#   dkimpy (PyNaCl for its Ed25519, RFC 8463): verifies outbound DKIM signatures. From PyPI
-#   when the python3 on PATH has pip (it may not be Debian's), else Debian's packages.
-if ! python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
+#   dkimpy (PyNaCl for its Ed25519, RFC 8463; authres for its ARC sealing): verifies outbound
+#   DKIM signatures and signs test mail. From PyPI when the python3 on PATH has pip (it may not
+#   be Debian's), else Debian's packages.
+if ! python3 -c 'import dkim, nacl, authres' >/dev/null 2>&1; then
   if python3 -m pip --version >/dev/null 2>&1; then
-    echo "installing test tools: dkimpy pynacl (pip)"
-    python3 -m pip install -q dkimpy pynacl dnspython 2>/dev/null \
-      || python3 -m pip install -q --break-system-packages dkimpy pynacl dnspython
+    echo "installing test tools: dkimpy pynacl authres (pip)"
+    python3 -m pip install -q dkimpy pynacl dnspython authres 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages dkimpy pynacl dnspython authres
   else
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    echo "installing test tools: python3-dkim python3-nacl"
+    echo "installing test tools: python3-dkim python3-nacl python3-authres"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-dkim python3-nacl >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-dkim python3-nacl \
+      python3-authres >/dev/null
   fi
 fi

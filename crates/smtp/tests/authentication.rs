@@ -39,6 +39,26 @@ else:
 sys.stdout.buffer.write(record.encode() + b"\n" + signature + message)
 "#;
 
+/// A mailing list's hop: adds its own Authentication-Results and seals the message with ARC
+/// (RFC 8617) using dkimpy, under a key it makes. Prints the key's TXT record on the first line,
+/// then the sealed message.
+const DKIMPY_ARC_SEAL: &str = r#"
+import sys, base64, subprocess, dkim
+domain, selector = sys.argv[1:3]
+message = sys.stdin.buffer.read()
+private = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True).stdout
+der = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=private,
+                     capture_output=True, check=True).stdout
+record = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+message = ("Authentication-Results: %s; spf=pass smtp.mailfrom=dora@signed.test\r\n"
+           % domain).encode() + message
+seal = dkim.arc_sign(message, selector.encode(), domain.encode(), private, domain.encode(),
+                     include_headers=[b"from", b"to", b"subject"], linesep=b"\r\n")
+if not seal:
+    sys.exit("dkimpy made no ARC set")
+sys.stdout.buffer.write(record.encode() + b"\n" + b"".join(seal) + message)
+"#;
+
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("ip")
 }
@@ -253,6 +273,68 @@ async fn dkim_signatures_made_by_dkimpy_pass_and_tampering_fails() {
             "{algorithm}, signed header: {header}"
         );
     }
+}
+
+/// A message forwarded by a list that sealed it with ARC (dkimpy, RFC 8617): the chain
+/// validates (arc=pass); a change after sealing breaks it (body: neutral, signed header: fail).
+#[tokio::test]
+async fn arc_chains_sealed_by_dkimpy_pass_and_tampering_fails() {
+    let body = message("Dora <dora@signed.test>", "via the list");
+    let (ok, stdout, stderr) = run_program(
+        "python3",
+        vec![
+            "-c".into(),
+            DKIMPY_ARC_SEAL.into(),
+            "list.test".into(),
+            "arc".into(),
+        ],
+        Some(body),
+    )
+    .await;
+    assert!(ok, "dkimpy ARC sealing failed: {stderr}");
+    let (record, sealed) = stdout.split_once('\n').expect("record line");
+    let records = DnsRecords::default().with_txt("arc._domainkey.list.test", record);
+
+    let store = test_store();
+    let header = deliver_one(
+        &store,
+        records.clone(),
+        "lists.example",
+        "bounces@list.test",
+        sealed.as_bytes(),
+    )
+    .await;
+    assert!(header.contains("arc=pass"), "{header}");
+
+    // The body changed after sealing: mail-auth calls a body-hash mismatch "neutral" (the
+    // chain does not pass, and nothing downstream trusts less than pass).
+    let tampered_body = sealed.replace("quarterly figures", "quarterly invoice");
+    let store = test_store();
+    let header = deliver_one(
+        &store,
+        records.clone(),
+        "lists.example",
+        "bounces@list.test",
+        tampered_body.as_bytes(),
+    )
+    .await;
+    assert!(
+        header.contains("arc=neutral (body hash did not verify)"),
+        "{header}"
+    );
+
+    // A signed header changed after sealing: the message signature fails.
+    let tampered_subject = sealed.replace("Subject: via the list", "Subject: pay now");
+    let store = test_store();
+    let header = deliver_one(
+        &store,
+        records,
+        "lists.example",
+        "bounces@list.test",
+        tampered_subject.as_bytes(),
+    )
+    .await;
+    assert!(header.contains("arc=fail"), "{header}");
 }
 
 /// DNS for the DMARC cases: `aligned.test` passes SPF for our client; each policy domain has
