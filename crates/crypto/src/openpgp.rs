@@ -400,6 +400,31 @@ pub fn verify_detached(signature: &[u8], content: &[u8], keys: &[PublicKey]) -> 
     SignatureCheck::UnknownKey
 }
 
+/// Encrypt `plaintext` to every key in `keys` (one PKESK each; SEIPDv1, AES-256, the format
+/// Debian's GnuPG 2.2 reads) as an ASCII-armoured OpenPGP message: the body of the encrypted
+/// part of a PGP/MIME message (RFC 3156) to correspondents.
+pub fn encrypt_armored_to(keys: &[PublicKey], plaintext: &[u8]) -> Result<String> {
+    if keys.is_empty() {
+        return Err(CryptoError::OpenPgp("no key to encrypt to".into()));
+    }
+    let mut builder =
+        MessageBuilder::from_bytes("", plaintext.to_vec()).seipd_v1(thread_rng(), MESSAGE_CIPHER);
+    for key in keys {
+        let subkey = &key.key.public_subkeys[key.encryption_subkey_index()?];
+        builder.encrypt_to_key(thread_rng(), subkey)?;
+    }
+    Ok(builder.to_armored_string(thread_rng(), ArmorOptions::default())?)
+}
+
+/// The binary packets of an ASCII-armoured OpenPGP block.
+pub fn dearmor(armored: &[u8]) -> Result<Vec<u8>> {
+    let mut binary = Vec::new();
+    pgp::armor::Dearmor::new(armored)
+        .read_to_end(&mut binary)
+        .map_err(|error| CryptoError::OpenPgp(format!("bad ASCII armour: {error}")))?;
+    Ok(binary)
+}
+
 impl UserKey {
     /// A detached, armoured signature over `content` (binary signature type), made with the
     /// primary key.
@@ -422,6 +447,23 @@ fn hex_upper(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn armoured_encryption_to_several_keys_is_readable_by_each() {
+        let alice = UserKey::generate("alice@example.org").expect("generate");
+        let bob = UserKey::generate("bob@example.org").expect("generate");
+        let stranger = UserKey::generate("eve@example.org").expect("generate");
+        let plaintext = b"Subject: hi\r\n\r\nfor both of you\r\n";
+        let armored = encrypt_armored_to(&[alice.public_key(), bob.public_key()], plaintext)
+            .expect("encrypt");
+        assert!(armored.starts_with("-----BEGIN PGP MESSAGE-----"));
+        let binary = dearmor(armored.as_bytes()).expect("armour");
+        for key in [&alice, &bob] {
+            assert_eq!(key.decrypt(&binary, 1 << 20).expect("decrypt"), plaintext);
+        }
+        assert!(stranger.decrypt(&binary, 1 << 20).is_err());
+        assert!(encrypt_armored_to(&[], plaintext).is_err());
+    }
 
     #[test]
     fn encrypt_then_decrypt_by_key_and_by_session_key() {

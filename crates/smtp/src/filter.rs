@@ -213,25 +213,43 @@ impl SpamFilter {
 /// `message` without header fields named in `names` (case-insensitive), continuation lines
 /// included. The body is untouched.
 pub fn strip_header_fields(message: &[u8], names: &[&str]) -> Vec<u8> {
+    let (mut out, body) = retain_header_fields(message, |line| !field_is_one_of(line, names));
+    out.extend_from_slice(body);
+    out
+}
+
+/// The header fields of `message` named in `names` (continuation lines included, no blank
+/// line after them), and the body.
+pub fn header_fields_named<'a>(message: &'a [u8], names: &[&str]) -> (Vec<u8>, &'a [u8]) {
+    retain_header_fields(message, |line| field_is_one_of(line, names))
+}
+
+/// Whether the field starting on `line` has one of `names` (case-insensitive).
+fn field_is_one_of(line: &[u8], names: &[&str]) -> bool {
+    names.iter().any(|name| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()] == b':'
+    })
+}
+
+/// The header fields `keep` accepts (judged on each field's first line) and everything from
+/// the blank line ending the header section on.
+fn retain_header_fields(message: &[u8], keep: impl Fn(&[u8]) -> bool) -> (Vec<u8>, &[u8]) {
     let header_end = find_header_end(message);
     let (head, body) = message.split_at(header_end);
     let mut out = Vec::with_capacity(message.len());
-    let mut skipping = false;
+    let mut keeping = true;
     for line in head.split_inclusive(|&byte| byte == b'\n') {
         let is_continuation = matches!(line.first(), Some(b' ' | b'\t'));
         if !is_continuation {
-            skipping = names.iter().any(|name| {
-                line.len() > name.len()
-                    && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-                    && line[name.len()] == b':'
-            });
+            keeping = keep(line);
         }
-        if !skipping {
+        if keeping {
             out.extend_from_slice(line);
         }
     }
-    out.extend_from_slice(body);
-    out
+    (out, body)
 }
 
 /// Where the header section ends: just after the first empty line, or the whole message.

@@ -25,6 +25,7 @@ use letterlock_server::{Connection, SessionFuture, SessionHandler};
 
 pub mod auth;
 pub mod batcher;
+pub mod encryption;
 pub mod filter;
 pub mod framing;
 pub mod limiter;

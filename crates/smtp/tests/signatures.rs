@@ -1,6 +1,7 @@
 //! PGP/MIME signatures on inbound mail, checked against a key learnt from an earlier Autocrypt
 //! header, with messages signed by GnuPG (Debian's): verified, tampering shown, unknown keys
-//! named, and a forged result header from outside removed.
+//! named, and a forged result header from outside removed. And the other way: outbound
+//! PGP/MIME encryption that GnuPG decrypts.
 
 mod common;
 
@@ -229,4 +230,47 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
         find("signed", 4).is_some_and(|value| value.starts_with("unknown-key")),
         "a spoofed Autocrypt header planted a key: {headers:?}"
     );
+}
+
+/// Outbound PGP/MIME made for a GnuPG user: Debian's gpg decrypts the encrypted part to the
+/// exact original message, headers included.
+#[test]
+fn gnupg_decrypts_a_pgp_mime_message_made_for_its_key() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dave = root.path().join("dave-encrypts");
+    std::fs::create_dir_all(&dave).expect("home");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dave, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    // Ed25519 primary with a Cv25519 encryption subkey.
+    gpg(
+        &dave,
+        &[
+            "--quick-gen-key",
+            DAVE,
+            "future-default",
+            "default",
+            "never",
+        ],
+    );
+    let key =
+        letterlock_crypto::openpgp::PublicKey::from_bytes(&gpg(&dave, &["--export", DAVE]).stdout)
+            .expect("gpg's key");
+    let message = format!(
+        "From: {ALICE}\r\nTo: Dave <{DAVE}>\r\nSubject: for your eyes\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nThe code is 1234.\r\n"
+    );
+    let encrypted =
+        letterlock_smtp::encryption::encrypt_message(message.as_bytes(), &[key]).expect("encrypt");
+    assert!(!String::from_utf8_lossy(&encrypted).contains("1234"));
+    let armored = root.path().join("part.asc");
+    std::fs::write(
+        &armored,
+        letterlock_smtp::encryption::armored_part(&encrypted).expect("armoured part"),
+    )
+    .expect("write");
+    let decrypted = gpg(&dave, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
+    assert_eq!(String::from_utf8_lossy(&decrypted), message);
 }
