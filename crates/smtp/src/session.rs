@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use letterlock_crypto::openpgp::PublicKey;
 use letterlock_mailstore::records::flag_bits;
 use letterlock_mailstore::{Filing, MailStore, SpecialUse, StoreError, Unlocked};
 
@@ -960,13 +961,21 @@ impl SmtpServer {
         };
         // Submission: what the user sent is kept as sent (the Sent copy); what goes out carries
         // the sender's key in an Autocrypt header (Autocrypt Level 1), signed by DKIM with it.
+        // When every recipient is remote and has a key we know, it goes out end-to-end
+        // encrypted (PGP/MIME) to them and the sender.
         let (body, submitted) = match &state.auth {
             Some(authenticated) => {
                 let submitted = body.clone();
-                (
-                    self.with_autocrypt(&authenticated.address, body).await,
-                    submitted,
-                )
+                let body = self.with_autocrypt(&authenticated.address, body).await;
+                let body = self
+                    .encrypted_if_keys_known(
+                        &authenticated.address,
+                        &transaction.recipients,
+                        &transaction.remote_recipients,
+                        body,
+                    )
+                    .await;
+                (body, submitted)
             }
             None => (body, Vec::new()),
         };
@@ -1156,6 +1165,46 @@ impl SmtpServer {
         let mut out = autocrypt_header(&from, &key);
         out.extend_from_slice(&message);
         out
+    }
+
+    /// `message` encrypted (PGP/MIME, [`crate::encryption`]) to every recipient and the sender
+    /// when all recipients are remote and each has a key learnt from Autocrypt; otherwise as it
+    /// is. Local recipients' mail is stored encrypted to their own key anyway, and one
+    /// recipient without a key gets what everyone gets: the message in the clear (over TLS).
+    /// A message the client already encrypted is left alone.
+    async fn encrypted_if_keys_known(
+        &self,
+        sender: &EmailAddress,
+        local: &[EmailAddress],
+        remote: &[EmailAddress],
+        message: Vec<u8>,
+    ) -> Vec<u8> {
+        if !local.is_empty() || remote.is_empty() || is_encrypted(&message) {
+            return message;
+        }
+        let store = self.store.clone();
+        let sender = sender.clone();
+        let remote = remote.to_vec();
+        let keys = tokio::task::spawn_blocking(move || -> Option<Vec<PublicKey>> {
+            let mut keys = Vec::with_capacity(remote.len() + 1);
+            for recipient in &remote {
+                let bytes = store.peer_key(recipient).ok()??;
+                keys.push(PublicKey::from_bytes(&bytes).ok()?);
+            }
+            keys.push(PublicKey::from_bytes(&store.public_key(&sender).ok()?).ok()?);
+            Some(keys)
+        })
+        .await;
+        let Ok(Some(keys)) = keys else {
+            return message;
+        };
+        match crate::encryption::encrypt_message(&message, &keys) {
+            Ok(encrypted) => encrypted,
+            Err(error) => {
+                tracing::warn!(%error, "could not encrypt a submission; sent as it was");
+                message
+            }
+        }
     }
 
     async fn store_sent_copy(&self, unlocked: Arc<Unlocked>, body: Vec<u8>) {
@@ -1436,6 +1485,12 @@ fn autocrypt_header(address: &EmailAddress, key: &[u8]) -> Vec<u8> {
 const AUTOCRYPT_LINE_CHARS: usize = 76;
 
 /// Whether the header section has a field called `name`.
+/// Whether `message` is already an OpenPGP message (PGP/MIME or inline armour).
+fn is_encrypted(message: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(message).to_ascii_lowercase();
+    text.contains("multipart/encrypted") || text.contains("-----begin pgp message-----")
+}
+
 fn has_header(message: &[u8], name: &str) -> bool {
     for line in message.split(|&byte| byte == b'\n') {
         if line == b"\r" || line.is_empty() {

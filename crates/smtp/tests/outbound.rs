@@ -56,6 +56,119 @@ fn roots_of(certificate: &std::path::Path) -> rustls::RootCertStore {
     roots
 }
 
+/// One round of the queue runner, delivering everything queued to `receiving` (the MX of
+/// remote.test) over TLS.
+async fn deliver_queue(queue: &Queue, sender: &TestStore, receiving: &RunningServer) {
+    let client = ClientSettings {
+        hostname: "mx.example.org".into(),
+        port: receiving.smtp.port(),
+        timeouts: Timeouts::default(),
+        roots: Arc::new(roots_of(&receiving.certificate)),
+    };
+    let resolver = MapResolver::default()
+        .with_mx("remote.test", 10, "localhost")
+        .with_ip("localhost", "127.0.0.1".parse().expect("ip"));
+    let runner = Runner::new(
+        queue.clone(),
+        sender.store.clone(),
+        Arc::new(resolver),
+        RunnerSettings::new(client),
+    );
+    let round = runner.run_once_at(now_unix()).await.expect("round");
+    assert_eq!((round.claimed, round.finished), (1, 1), "{round:?}");
+    assert!(queue.list().expect("list").is_empty());
+}
+
+/// Carol reads her mail with GnuPG and Alice's server learnt her key (Autocrypt): what Alice
+/// submits leaves encrypted (PGP/MIME, subject hidden), arrives so at Carol's server, and
+/// Carol's gpg decrypts it to what Alice wrote; Alice's Sent copy stays readable to her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_mail_to_a_known_key_leaves_encrypted_and_gnupg_reads_it() {
+    let sender = test_store();
+    let receiver = test_store_for("remote.test", &[CAROL]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let carol = gpg_home(root.path(), "carol");
+    gpg(
+        &carol,
+        &[
+            "--quick-gen-key",
+            CAROL,
+            "future-default",
+            "default",
+            "never",
+        ],
+    );
+    sender
+        .store
+        .record_peer_key(&address(CAROL), &gpg(&carol, &["--export", CAROL]).stdout)
+        .expect("peer key");
+
+    let spool_key = SpoolKey::generate();
+    let queue = Queue::new(
+        Arc::clone(&sender.engine),
+        &spool_key,
+        QueueSettings::default(),
+    );
+    let outbound = letterlock_smtp::Outbound {
+        queue: queue.clone(),
+        dkim: DkimKeys::new(Arc::clone(&sender.engine), &spool_key),
+        wake: None,
+    };
+    let sending =
+        RunningServer::start_with_outbound(&sender, test_settings(), Some(outbound)).await;
+    let receiving = RunningServer::start(&receiver, test_settings()).await;
+    let message = format!(
+        "From: Alice <{ALICE}>\r\nTo: <{CAROL}>\r\nSubject: secret plans\r\nDate: Tue, 24 Nov 2026 08:00:00 +0000\r\nMessage-ID: <encrypted@example.org>\r\n\r\nHello Carol, {CANARY}.\r\n"
+    );
+    let (ok, stdout, stderr) = run_program(
+        "python3",
+        vec![
+            "-c".into(),
+            SUBMIT.into(),
+            sending.submission_starttls.port().to_string(),
+            sending.certificate.display().to_string(),
+            ALICE.into(),
+            PASSWORD.into(),
+            ALICE.into(),
+            CAROL.into(),
+        ],
+        Some(message.clone().into_bytes()),
+    )
+    .await;
+    assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
+    deliver_queue(&queue, &sender, &receiving).await;
+
+    let delivered = inbox(&receiver.store, CAROL);
+    assert_eq!(delivered.len(), 1);
+    let text = String::from_utf8_lossy(&delivered[0]).into_owned();
+    assert!(text.contains("Content-Type: multipart/encrypted"), "{text}");
+    assert!(text.contains("Subject: ...\r\n"), "{text}");
+    assert!(
+        text.contains("Message-ID: <encrypted@example.org>"),
+        "{text}"
+    );
+    for secret in [CANARY, "secret plans"] {
+        assert!(!text.contains(secret), "{secret} left in the clear: {text}");
+    }
+    let armored = root.path().join("received.asc");
+    std::fs::write(
+        &armored,
+        letterlock_smtp::encryption::armored_part(&delivered[0]).expect("armoured part"),
+    )
+    .expect("write");
+    let decrypted = gpg(&carol, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
+    let decrypted = String::from_utf8(decrypted).expect("utf-8");
+    assert!(decrypted.ends_with(&message), "{decrypted}");
+    assert!(decrypted.starts_with("Autocrypt: addr="), "{decrypted}");
+
+    assert_eq!(
+        mailbox(&sender.store, ALICE, "Sent"),
+        vec![message.into_bytes()]
+    );
+    sending.stop().await;
+    receiving.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_mail_is_queued_sealed_then_delivered_to_another_letterlock_with_dkim_that_dkimpy_verifies(
 ) {
@@ -114,24 +227,7 @@ async fn submitted_mail_is_queued_sealed_then_delivered_to_another_letterlock_wi
         }
     }
 
-    let client = ClientSettings {
-        hostname: "mx.example.org".into(),
-        port: receiving.smtp.port(),
-        timeouts: Timeouts::default(),
-        roots: Arc::new(roots_of(&receiving.certificate)),
-    };
-    let resolver = MapResolver::default()
-        .with_mx("remote.test", 10, "localhost")
-        .with_ip("localhost", "127.0.0.1".parse().expect("ip"));
-    let runner = Runner::new(
-        queue.clone(),
-        sender.store.clone(),
-        Arc::new(resolver),
-        RunnerSettings::new(client),
-    );
-    let round = runner.run_once_at(now_unix()).await.expect("round");
-    assert_eq!((round.claimed, round.finished), (1, 1), "{round:?}");
-    assert!(queue.list().expect("list").is_empty());
+    deliver_queue(&queue, &sender, &receiving).await;
 
     let delivered = inbox(&receiver.store, CAROL);
     assert_eq!(delivered.len(), 1);

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use letterlock_smtp::auth::DnsRecords;
@@ -14,37 +13,8 @@ use letterlock_smtp::Mode;
 
 const DAVE: &str = "dave@outside.example";
 
-fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
-    let output = Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--no-tty",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(args)
-        .output()
-        .expect("gpg is installed (scripts/install-test-tools.sh)");
-    assert!(
-        output.status.success(),
-        "gpg {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 fn new_home(root: &Path, name: &str, uid: &str) -> std::path::PathBuf {
-    let home = root.join(name);
-    std::fs::create_dir_all(&home).expect("home");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    }
+    let home = gpg_home(root, name);
     gpg(&home, &["--quick-gen-key", uid, "ed25519", "sign", "never"]);
     home
 }
@@ -237,13 +207,7 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
 #[test]
 fn gnupg_decrypts_a_pgp_mime_message_made_for_its_key() {
     let root = tempfile::tempdir().expect("tempdir");
-    let dave = root.path().join("dave-encrypts");
-    std::fs::create_dir_all(&dave).expect("home");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dave, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    }
+    let dave = gpg_home(root.path(), "dave-encrypts");
     // Ed25519 primary with a Cv25519 encryption subkey.
     gpg(
         &dave,

@@ -355,3 +355,39 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Runs Debian's gpg on the key ring in `home`, non-interactively; panics on failure.
+pub fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(args)
+        .output()
+        .expect("gpg is installed (scripts/install-test-tools.sh)");
+    assert!(
+        output.status.success(),
+        "gpg {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// An empty GnuPG home under `root` (mode 0700, as gpg wants).
+pub fn gpg_home(root: &Path, name: &str) -> PathBuf {
+    let home = root.join(name);
+    std::fs::create_dir_all(&home).expect("home");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    home
+}
