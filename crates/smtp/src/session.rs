@@ -961,42 +961,96 @@ impl SmtpServer {
         };
         // Submission: what the user sent is kept as sent (the Sent copy); what goes out carries
         // the sender's key in an Autocrypt header (Autocrypt Level 1), signed by DKIM with it.
-        // When every recipient is remote and has a key we know, it goes out end-to-end
-        // encrypted (PGP/MIME) to them and the sender.
         let (body, submitted) = match &state.auth {
             Some(authenticated) => {
                 let submitted = body.clone();
-                let body = self.with_autocrypt(&authenticated.address, body).await;
-                let body = self
-                    .encrypted_if_keys_known(
-                        &authenticated.address,
-                        &transaction.recipients,
-                        &transaction.remote_recipients,
-                        body,
-                    )
-                    .await;
-                (body, submitted)
+                (
+                    self.with_autocrypt(&authenticated.address, body).await,
+                    submitted,
+                )
             }
             None => (body, Vec::new()),
         };
         let transaction_id = new_transaction_id();
+        let remote = transaction.remote_recipients;
+        let requiretls = transaction.requiretls;
+        let sender = EmailAddress::try_from(transaction.sender.as_str()).ok();
+        if !transaction.recipients.is_empty() {
+            let single = match (transaction.recipients.as_slice(), remote.is_empty()) {
+                ([only], true) => Some(only),
+                _ => None,
+            };
+            let message = match self
+                .outgoing_message(state, &transaction_id, &transaction.sender, single, &body)
+                .await
+            {
+                Ok(message) => message,
+                Err(reply) => return reply,
+            };
+            match self
+                .batcher
+                .deliver(transaction.recipients, message, filing)
+                .await
+            {
+                Ok(_) => {}
+                Err(error) => return delivery_error_reply(&error),
+            }
+        }
+        if !remote.is_empty() {
+            // Remote recipients whose keys are known get it end-to-end encrypted (one copy for
+            // those named in To:/Cc:, one each for the others, so a Bcc stays hidden).
+            let copies = match &state.auth {
+                Some(authenticated) => {
+                    self.outbound_copies(&authenticated.address, remote, body)
+                        .await
+                }
+                None => vec![(remote, body)],
+            };
+            for (recipients, body) in copies {
+                let single = match recipients.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
+                };
+                let message = match self
+                    .outgoing_message(state, &transaction_id, &transaction.sender, single, &body)
+                    .await
+                {
+                    Ok(message) => message,
+                    Err(reply) => return reply,
+                };
+                if let Err(reply) = self
+                    .enqueue(sender.clone(), recipients, requiretls, message)
+                    .await
+                {
+                    return reply;
+                }
+            }
+        }
+        if let Some(authenticated) = &state.auth {
+            self.store_sent_copy(Arc::clone(&authenticated.unlocked), submitted)
+                .await;
+        }
+        Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
+    }
+
+    /// `body` as it is stored or sent: our trace headers, then DKIM signatures (submission),
+    /// then the message. Refused (552) when that outgrows the message size limit.
+    async fn outgoing_message(
+        &self,
+        state: &State,
+        transaction_id: &str,
+        reverse_path: &str,
+        single_recipient: Option<&EmailAddress>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, Reply> {
         let protocol = match (state.esmtp, state.tls.is_some(), state.auth.is_some()) {
             (false, _, _) => "SMTP",
             (true, false, _) => "ESMTP",
             (true, true, false) => "ESMTPS",
             (true, true, true) => "ESMTPSA",
         };
-        let single_recipient = match (
-            transaction.recipients.as_slice(),
-            transaction.remote_recipients.as_slice(),
-        ) {
-            ([only], []) | ([], [only]) => Some(only.to_string()),
-            _ => None,
-        };
-        let signatures = match self.dkim_signatures(state, &body).await {
-            Ok(signatures) => signatures,
-            Err(reply) => return reply,
-        };
+        let signatures = self.dkim_signatures(state, body).await?;
+        let single_recipient = single_recipient.map(|address| address.to_string());
         let mut message = trace_headers(
             &TraceInfo {
                 helo: state.helo.as_deref().unwrap_or(""),
@@ -1005,44 +1059,17 @@ impl SmtpServer {
                 protocol,
                 tls: state.tls.as_deref(),
                 single_recipient: single_recipient.as_deref(),
-                reverse_path: &transaction.sender,
+                reverse_path,
             },
-            &transaction_id,
+            transaction_id,
             now_unix(),
         );
         message.extend_from_slice(&signatures);
-        message.extend_from_slice(&body);
+        message.extend_from_slice(body);
         if message.len() > self.settings.message_size_max_bytes {
-            return Reply::new(552, "5.3.4", "message size exceeds the limit");
+            return Err(Reply::new(552, "5.3.4", "message size exceeds the limit"));
         }
-        let remote = transaction.remote_recipients;
-        let requiretls = transaction.requiretls;
-        let sender = EmailAddress::try_from(transaction.sender.as_str()).ok();
-        if !transaction.recipients.is_empty() {
-            let local_message = if remote.is_empty() {
-                std::mem::take(&mut message)
-            } else {
-                message.clone()
-            };
-            match self
-                .batcher
-                .deliver(transaction.recipients, local_message, filing)
-                .await
-            {
-                Ok(_) => {}
-                Err(error) => return delivery_error_reply(&error),
-            }
-        }
-        if !remote.is_empty() {
-            if let Err(reply) = self.enqueue(sender, remote, requiretls, message).await {
-                return reply;
-            }
-        }
-        if let Some(authenticated) = &state.auth {
-            self.store_sent_copy(Arc::clone(&authenticated.unlocked), submitted)
-                .await;
-        }
-        Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
+        Ok(message)
     }
 
     /// Put a submitted message in the outbound queue (a durable commit, sealed under the spool
@@ -1167,44 +1194,80 @@ impl SmtpServer {
         out
     }
 
-    /// `message` encrypted (PGP/MIME, [`crate::encryption`]) to every recipient and the sender
-    /// when all recipients are remote and each has a key learnt from Autocrypt; otherwise as it
-    /// is. Local recipients' mail is stored encrypted to their own key anyway, and one
-    /// recipient without a key gets what everyone gets: the message in the clear (over TLS).
-    /// A message the client already encrypted is left alone.
-    async fn encrypted_if_keys_known(
+    /// The copies of a submission for `remote` recipients: recipients whose keys were learnt
+    /// (Autocrypt) get it encrypted (PGP/MIME, [`crate::encryption`]) to them and the sender,
+    /// in one copy for those named in To:/Cc: and one per hidden (Bcc) recipient, whose key
+    /// would otherwise show in everyone's copy; the rest get one copy as it is (over TLS). A
+    /// message the client already encrypted is sent as it is.
+    async fn outbound_copies(
         &self,
         sender: &EmailAddress,
-        local: &[EmailAddress],
-        remote: &[EmailAddress],
+        remote: Vec<EmailAddress>,
         message: Vec<u8>,
-    ) -> Vec<u8> {
-        if !local.is_empty() || remote.is_empty() || is_encrypted(&message) {
-            return message;
+    ) -> Vec<(Vec<EmailAddress>, Vec<u8>)> {
+        if is_encrypted(&message) {
+            return vec![(remote, message)];
         }
         let store = self.store.clone();
         let sender = sender.clone();
-        let remote = remote.to_vec();
-        let keys = tokio::task::spawn_blocking(move || -> Option<Vec<PublicKey>> {
-            let mut keys = Vec::with_capacity(remote.len() + 1);
-            for recipient in &remote {
-                let bytes = store.peer_key(recipient).ok()??;
-                keys.push(PublicKey::from_bytes(&bytes).ok()?);
-            }
-            keys.push(PublicKey::from_bytes(&store.public_key(&sender).ok()?).ok()?);
-            Some(keys)
+        let everyone = remote.clone();
+        let looked_up = tokio::task::spawn_blocking(move || {
+            let own = store
+                .public_key(&sender)
+                .ok()
+                .and_then(|bytes| PublicKey::from_bytes(&bytes).ok());
+            let keys: Vec<(EmailAddress, Option<PublicKey>)> = remote
+                .into_iter()
+                .map(|recipient| {
+                    let key = store
+                        .peer_key(&recipient)
+                        .ok()
+                        .flatten()
+                        .and_then(|bytes| PublicKey::from_bytes(&bytes).ok());
+                    (recipient, key)
+                })
+                .collect();
+            (own, keys)
         })
         .await;
-        let Ok(Some(keys)) = keys else {
-            return message;
+        // Without the sender's own key (it cannot happen for an account) or the lookup, the
+        // message goes as it is: never dropped.
+        let Ok((Some(own), keys)) = looked_up else {
+            return vec![(everyone, message)];
         };
-        match crate::encryption::encrypt_message(&message, &keys) {
-            Ok(encrypted) => encrypted,
-            Err(error) => {
-                tracing::warn!(%error, "could not encrypt a submission; sent as it was");
-                message
+        let named = header_addresses(&message, &["To", "Cc"]);
+        let mut clear = Vec::new();
+        let mut together: Vec<(EmailAddress, PublicKey)> = Vec::new();
+        let mut alone: Vec<(EmailAddress, PublicKey)> = Vec::new();
+        for (recipient, key) in keys {
+            match key {
+                None => clear.push(recipient),
+                Some(key) if named.contains(&recipient) => together.push((recipient, key)),
+                Some(key) => alone.push((recipient, key)),
             }
         }
+        let mut groups: Vec<Vec<(EmailAddress, PublicKey)>> =
+            alone.into_iter().map(|one| vec![one]).collect();
+        if !together.is_empty() {
+            groups.insert(0, together);
+        }
+        let mut copies = Vec::new();
+        for group in groups {
+            let (recipients, mut keys): (Vec<EmailAddress>, Vec<PublicKey>) =
+                group.into_iter().unzip();
+            keys.push(own.clone());
+            match crate::encryption::encrypt_message(&message, &keys) {
+                Ok(encrypted) => copies.push((recipients, encrypted)),
+                Err(error) => {
+                    tracing::warn!(%error, "could not encrypt a submission; sent as it was");
+                    clear.extend(recipients);
+                }
+            }
+        }
+        if !clear.is_empty() {
+            copies.push((clear, message));
+        }
+        copies
     }
 
     async fn store_sent_copy(&self, unlocked: Arc<Unlocked>, body: Vec<u8>) {
@@ -1564,6 +1627,21 @@ fn parse_plain(response: &[u8]) -> Option<(String, Secret)> {
 }
 
 /// The addresses of the `From:` header (none if it is missing or unreadable).
+/// Every address in the `names` header fields of `message` (unreadable ones skipped).
+fn header_addresses(message: &[u8], names: &[&str]) -> Vec<EmailAddress> {
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(message) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter_map(|name| parsed.header(*name))
+        .filter_map(|value| value.as_address())
+        .flat_map(|list| list.iter())
+        .filter_map(|address| address.address())
+        .filter_map(|address| EmailAddress::try_from(address).ok())
+        .collect()
+}
+
 fn header_from_addresses(message: &[u8]) -> Vec<EmailAddress> {
     let Some(parsed) = mail_parser::MessageParser::new().parse_headers(message) else {
         return Vec::new();

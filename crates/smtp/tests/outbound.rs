@@ -17,17 +17,20 @@ use letterlock_queue::{
 use letterlock_types::Domain;
 
 const CAROL: &str = "carol@remote.test";
+const DAN: &str = "dan@remote.test";
+const ERIN: &str = "erin@remote.test";
 const CANARY: &str = "CANARY-outbound-9b2e41";
 
 const SUBMIT: &str = r#"
 import smtplib, ssl, sys
-port, cafile, user, password, sender, recipient = sys.argv[1:7]
+port, cafile, user, password, sender = sys.argv[1:6]
+recipients = sys.argv[6:]
 message = sys.stdin.buffer.read()
 context = ssl.create_default_context(cafile=cafile)
 client = smtplib.SMTP("localhost", int(port), local_hostname="client.example")
 client.starttls(context=context)
 client.login(user, password)
-print("sent", client.sendmail(sender, [recipient], message))
+print("sent", client.sendmail(sender, recipients, message))
 client.quit()
 "#;
 
@@ -58,7 +61,12 @@ fn roots_of(certificate: &std::path::Path) -> rustls::RootCertStore {
 
 /// One round of the queue runner, delivering everything queued to `receiving` (the MX of
 /// remote.test) over TLS.
-async fn deliver_queue(queue: &Queue, sender: &TestStore, receiving: &RunningServer) {
+async fn deliver_queue(
+    queue: &Queue,
+    sender: &TestStore,
+    receiving: &RunningServer,
+    entries: usize,
+) {
     let client = ClientSettings {
         hostname: "mx.example.org".into(),
         port: receiving.smtp.port(),
@@ -75,33 +83,45 @@ async fn deliver_queue(queue: &Queue, sender: &TestStore, receiving: &RunningSer
         RunnerSettings::new(client),
     );
     let round = runner.run_once_at(now_unix()).await.expect("round");
-    assert_eq!((round.claimed, round.finished), (1, 1), "{round:?}");
+    assert_eq!(
+        (round.claimed, round.finished),
+        (entries, entries),
+        "{round:?}"
+    );
     assert!(queue.list().expect("list").is_empty());
 }
 
-/// Carol reads her mail with GnuPG and Alice's server learnt her key (Autocrypt): what Alice
-/// submits leaves encrypted (PGP/MIME, subject hidden), arrives so at Carol's server, and
-/// Carol's gpg decrypts it to what Alice wrote; Alice's Sent copy stays readable to her.
+/// Carol and Dan read their mail with GnuPG and Alice's server learnt their keys (Autocrypt);
+/// Erin has no key. Alice writes to Carol, Bcc Dan and Erin: Carol's copy leaves encrypted to
+/// her and Alice only (PGP/MIME, subject hidden), Dan gets his own encrypted copy (his key
+/// is not in Carol's), Erin the message in the clear; each gpg decrypts its copy to what Alice
+/// wrote, and Alice's Sent copy is what she wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_mail_to_a_known_key_leaves_encrypted_and_gnupg_reads_it() {
     let sender = test_store();
-    let receiver = test_store_for("remote.test", &[CAROL]);
+    let receiver = test_store_for("remote.test", &[CAROL, DAN, ERIN]);
     let root = tempfile::tempdir().expect("tempdir");
-    let carol = gpg_home(root.path(), "carol");
-    gpg(
-        &carol,
-        &[
-            "--quick-gen-key",
-            CAROL,
-            "future-default",
-            "default",
-            "never",
-        ],
-    );
-    sender
-        .store
-        .record_peer_key(&address(CAROL), &gpg(&carol, &["--export", CAROL]).stdout)
-        .expect("peer key");
+    let homes: Vec<std::path::PathBuf> = [CAROL, DAN]
+        .iter()
+        .map(|user| {
+            let home = gpg_home(root.path(), user);
+            gpg(
+                &home,
+                &[
+                    "--quick-gen-key",
+                    user,
+                    "future-default",
+                    "default",
+                    "never",
+                ],
+            );
+            sender
+                .store
+                .record_peer_key(&address(user), &gpg(&home, &["--export", user]).stdout)
+                .expect("peer key");
+            home
+        })
+        .collect();
 
     let spool_key = SpoolKey::generate();
     let queue = Queue::new(
@@ -131,35 +151,64 @@ async fn submitted_mail_to_a_known_key_leaves_encrypted_and_gnupg_reads_it() {
             PASSWORD.into(),
             ALICE.into(),
             CAROL.into(),
+            DAN.into(),
+            ERIN.into(),
         ],
         Some(message.clone().into_bytes()),
     )
     .await;
     assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
-    deliver_queue(&queue, &sender, &receiving).await;
+    deliver_queue(&queue, &sender, &receiving, 3).await;
 
-    let delivered = inbox(&receiver.store, CAROL);
-    assert_eq!(delivered.len(), 1);
-    let text = String::from_utf8_lossy(&delivered[0]).into_owned();
-    assert!(text.contains("Content-Type: multipart/encrypted"), "{text}");
-    assert!(text.contains("Subject: ...\r\n"), "{text}");
+    let mut key_ids = Vec::new();
+    for (user, home) in [CAROL, DAN].iter().zip(&homes) {
+        let delivered = inbox(&receiver.store, user);
+        assert_eq!(delivered.len(), 1, "{user}");
+        let text = String::from_utf8_lossy(&delivered[0]).into_owned();
+        assert!(text.contains("Content-Type: multipart/encrypted"), "{text}");
+        assert!(text.contains("Subject: ...\r\n"), "{text}");
+        assert!(
+            text.contains("Message-ID: <encrypted@example.org>"),
+            "{text}"
+        );
+        for secret in [CANARY, "secret plans"] {
+            assert!(!text.contains(secret), "{secret} left in the clear: {text}");
+        }
+        let armored = root.path().join(format!("{user}.asc"));
+        std::fs::write(
+            &armored,
+            letterlock_smtp::encryption::armored_part(&delivered[0]).expect("armoured part"),
+        )
+        .expect("write");
+        let decrypted = gpg(home, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
+        let decrypted = String::from_utf8(decrypted).expect("utf-8");
+        assert!(decrypted.ends_with(&message), "{decrypted}");
+        assert!(decrypted.starts_with("Autocrypt: addr="), "{decrypted}");
+        let packets = gpg(home, &["--list-packets", armored.to_str().expect("utf-8")]).stdout;
+        let recipients: Vec<String> = String::from_utf8_lossy(&packets)
+            .lines()
+            .filter(|line| line.starts_with(":pubkey enc packet:"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(recipients.len(), 2, "{user} and Alice: {recipients:?}");
+        key_ids.push(recipients);
+    }
+    let dan_key = key_ids[1]
+        .iter()
+        .find(|packet| !key_ids[0].contains(packet))
+        .expect("Dan's own key id");
     assert!(
-        text.contains("Message-ID: <encrypted@example.org>"),
+        !key_ids[0].contains(dan_key),
+        "Bcc leaked into Carol's copy: {key_ids:?}"
+    );
+
+    let erin = inbox(&receiver.store, ERIN);
+    assert_eq!(erin.len(), 1);
+    let text = String::from_utf8_lossy(&erin[0]).into_owned();
+    assert!(
+        text.contains(CANARY) && text.contains("Subject: secret plans"),
         "{text}"
     );
-    for secret in [CANARY, "secret plans"] {
-        assert!(!text.contains(secret), "{secret} left in the clear: {text}");
-    }
-    let armored = root.path().join("received.asc");
-    std::fs::write(
-        &armored,
-        letterlock_smtp::encryption::armored_part(&delivered[0]).expect("armoured part"),
-    )
-    .expect("write");
-    let decrypted = gpg(&carol, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
-    let decrypted = String::from_utf8(decrypted).expect("utf-8");
-    assert!(decrypted.ends_with(&message), "{decrypted}");
-    assert!(decrypted.starts_with("Autocrypt: addr="), "{decrypted}");
 
     assert_eq!(
         mailbox(&sender.store, ALICE, "Sent"),
@@ -227,7 +276,7 @@ async fn submitted_mail_is_queued_sealed_then_delivered_to_another_letterlock_wi
         }
     }
 
-    deliver_queue(&queue, &sender, &receiving).await;
+    deliver_queue(&queue, &sender, &receiving, 1).await;
 
     let delivered = inbox(&receiver.store, CAROL);
     assert_eq!(delivered.len(), 1);
