@@ -1008,20 +1008,23 @@ impl SmtpServer {
             };
             for (recipients, body) in copies {
                 let single = match recipients.as_slice() {
-                    [only] => Some(only),
+                    [only] => Some(only.clone()),
                     _ => None,
                 };
-                let message = match self
-                    .outgoing_message(state, &transaction_id, &transaction.sender, single, &body)
-                    .await
-                {
-                    Ok(message) => message,
-                    Err(reply) => return reply,
+                let queued = async {
+                    let message = self
+                        .outgoing_message(
+                            state,
+                            &transaction_id,
+                            &transaction.sender,
+                            single.as_ref(),
+                            &body,
+                        )
+                        .await?;
+                    self.enqueue(sender.clone(), recipients, requiretls, message)
+                        .await
                 };
-                if let Err(reply) = self
-                    .enqueue(sender.clone(), recipients, requiretls, message)
-                    .await
-                {
+                if let Err(reply) = queued.await {
                     return reply;
                 }
             }
