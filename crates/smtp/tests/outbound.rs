@@ -59,6 +59,54 @@ fn roots_of(certificate: &std::path::Path) -> rustls::RootCertStore {
     roots
 }
 
+/// Alice's server, with an outbound queue and DKIM keys, and remote.test's MX, both running.
+struct TwoServers {
+    queue: Queue,
+    dkim: DkimKeys,
+    sending: RunningServer,
+    receiving: RunningServer,
+}
+
+async fn two_servers(sender: &TestStore, receiver: &TestStore) -> TwoServers {
+    let spool_key = SpoolKey::generate();
+    let queue = Queue::new(
+        Arc::clone(&sender.engine),
+        &spool_key,
+        QueueSettings::default(),
+    );
+    let dkim = DkimKeys::new(Arc::clone(&sender.engine), &spool_key);
+    let outbound = letterlock_smtp::Outbound {
+        queue: queue.clone(),
+        dkim: dkim.clone(),
+        wake: None,
+    };
+    let sending = RunningServer::start_with_outbound(sender, test_settings(), Some(outbound)).await;
+    let receiving = RunningServer::start(receiver, test_settings()).await;
+    TwoServers {
+        queue,
+        dkim,
+        sending,
+        receiving,
+    }
+}
+
+/// Alice submits `message` to `recipients` with smtplib over STARTTLS; it must be accepted.
+async fn submit(sending: &RunningServer, message: &str, recipients: &[&str]) {
+    let mut arguments: Vec<String> = vec![
+        "-c".into(),
+        SUBMIT.into(),
+        sending.submission_starttls.port().to_string(),
+        sending.certificate.display().to_string(),
+        ALICE.into(),
+        PASSWORD.into(),
+        ALICE.into(),
+    ];
+    arguments.extend(recipients.iter().map(|recipient| recipient.to_string()));
+    let (ok, stdout, stderr) =
+        run_program("python3", arguments, Some(message.as_bytes().to_vec())).await;
+    assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
+}
+
 /// One round of the queue runner, delivering everything queued to `receiving` (the MX of
 /// remote.test) over TLS.
 async fn deliver_queue(
@@ -104,17 +152,7 @@ async fn submitted_mail_to_a_known_key_leaves_encrypted_and_gnupg_reads_it() {
     let homes: Vec<std::path::PathBuf> = [CAROL, DAN]
         .iter()
         .map(|user| {
-            let home = gpg_home(root.path(), user);
-            gpg(
-                &home,
-                &[
-                    "--quick-gen-key",
-                    user,
-                    "future-default",
-                    "default",
-                    "never",
-                ],
-            );
+            let home = gpg_home_with_key(root.path(), user);
             sender
                 .store
                 .record_peer_key(&address(user), &gpg(&home, &["--export", user]).stdout)
@@ -123,41 +161,16 @@ async fn submitted_mail_to_a_known_key_leaves_encrypted_and_gnupg_reads_it() {
         })
         .collect();
 
-    let spool_key = SpoolKey::generate();
-    let queue = Queue::new(
-        Arc::clone(&sender.engine),
-        &spool_key,
-        QueueSettings::default(),
-    );
-    let outbound = letterlock_smtp::Outbound {
-        queue: queue.clone(),
-        dkim: DkimKeys::new(Arc::clone(&sender.engine), &spool_key),
-        wake: None,
-    };
-    let sending =
-        RunningServer::start_with_outbound(&sender, test_settings(), Some(outbound)).await;
-    let receiving = RunningServer::start(&receiver, test_settings()).await;
+    let TwoServers {
+        queue,
+        sending,
+        receiving,
+        ..
+    } = two_servers(&sender, &receiver).await;
     let message = format!(
         "From: Alice <{ALICE}>\r\nTo: <{CAROL}>\r\nSubject: secret plans\r\nDate: Tue, 24 Nov 2026 08:00:00 +0000\r\nMessage-ID: <encrypted@example.org>\r\n\r\nHello Carol, {CANARY}.\r\n"
     );
-    let (ok, stdout, stderr) = run_program(
-        "python3",
-        vec![
-            "-c".into(),
-            SUBMIT.into(),
-            sending.submission_starttls.port().to_string(),
-            sending.certificate.display().to_string(),
-            ALICE.into(),
-            PASSWORD.into(),
-            ALICE.into(),
-            CAROL.into(),
-            DAN.into(),
-            ERIN.into(),
-        ],
-        Some(message.clone().into_bytes()),
-    )
-    .await;
-    assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
+    submit(&sending, &message, &[CAROL, DAN, ERIN]).await;
     deliver_queue(&queue, &sender, &receiving, 3).await;
 
     let mut key_ids = Vec::new();
@@ -223,41 +236,17 @@ async fn submitted_mail_is_queued_sealed_then_delivered_to_another_letterlock_wi
 ) {
     let sender = test_store();
     let receiver = test_store_for("remote.test", &[CAROL]);
-    let spool_key = SpoolKey::generate();
-    let queue = Queue::new(
-        Arc::clone(&sender.engine),
-        &spool_key,
-        QueueSettings::default(),
-    );
-    let dkim = DkimKeys::new(Arc::clone(&sender.engine), &spool_key);
-    let outbound = letterlock_smtp::Outbound {
-        queue: queue.clone(),
-        dkim: dkim.clone(),
-        wake: None,
-    };
-    let sending =
-        RunningServer::start_with_outbound(&sender, test_settings(), Some(outbound)).await;
-    let receiving = RunningServer::start(&receiver, test_settings()).await;
+    let TwoServers {
+        queue,
+        dkim,
+        sending,
+        receiving,
+    } = two_servers(&sender, &receiver).await;
 
     let message = format!(
         "From: Alice <{ALICE}>\r\nTo: <{CAROL}>\r\nSubject: outbound test\r\nDate: Tue, 24 Nov 2026 08:00:00 +0000\r\nMessage-ID: <outbound@example.org>\r\n\r\nHello Carol, {CANARY}.\r\n.A line that starts with a dot.\r\n"
     );
-    let (ok, stdout, stderr) = run_program(
-        "python3",
-        vec![
-            "-c".into(),
-            SUBMIT.into(),
-            sending.submission_starttls.port().to_string(),
-            sending.certificate.display().to_string(),
-            ALICE.into(),
-            PASSWORD.into(),
-            ALICE.into(),
-            CAROL.into(),
-        ],
-        Some(message.clone().into_bytes()),
-    )
-    .await;
-    assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
+    submit(&sending, &message, &[CAROL]).await;
 
     // Queued, and nothing of it readable on the sender's disk.
     let queued = queue.list().expect("list");

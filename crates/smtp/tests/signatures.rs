@@ -207,18 +207,7 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
 #[test]
 fn gnupg_decrypts_a_pgp_mime_message_made_for_its_key() {
     let root = tempfile::tempdir().expect("tempdir");
-    let dave = gpg_home(root.path(), "dave-encrypts");
-    // Ed25519 primary with a Cv25519 encryption subkey.
-    gpg(
-        &dave,
-        &[
-            "--quick-gen-key",
-            DAVE,
-            "future-default",
-            "default",
-            "never",
-        ],
-    );
+    let dave = gpg_home_with_key(root.path(), DAVE);
     let key =
         letterlock_crypto::openpgp::PublicKey::from_bytes(&gpg(&dave, &["--export", DAVE]).stdout)
             .expect("gpg's key");

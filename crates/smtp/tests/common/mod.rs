@@ -391,3 +391,20 @@ pub fn gpg_home(root: &Path, name: &str) -> PathBuf {
     }
     home
 }
+
+/// A GnuPG home under `root` holding a new key for `user`: Ed25519 primary with a Cv25519
+/// encryption subkey (gpg's "future-default").
+pub fn gpg_home_with_key(root: &Path, user: &str) -> PathBuf {
+    let home = gpg_home(root, user);
+    gpg(
+        &home,
+        &[
+            "--quick-gen-key",
+            user,
+            "future-default",
+            "default",
+            "never",
+        ],
+    );
+    home
+}
