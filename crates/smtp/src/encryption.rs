@@ -8,6 +8,7 @@ use letterlock_crypto::openpgp::{encrypt_armored_to, PublicKey};
 use letterlock_crypto::CryptoError;
 
 use crate::filter::header_fields_named;
+use crate::signatures::find;
 
 /// The subject a message shows outside its encryption (RFC 9788 section 4.1: "...").
 pub const OUTER_SUBJECT: &str = "...";
@@ -69,15 +70,10 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\
 
 /// The armoured OpenPGP message inside a PGP/MIME message made by [`encrypt_message`].
 pub fn armored_part(message: &[u8]) -> Option<&[u8]> {
-    let begin = b"-----BEGIN PGP MESSAGE-----";
     let end = b"-----END PGP MESSAGE-----";
-    let start = message
-        .windows(begin.len())
-        .position(|window| window == begin)?;
-    let length = message[start..]
-        .windows(end.len())
-        .position(|window| window == end)?;
-    Some(&message[start..start + length + end.len()])
+    let start = find(message, b"-----BEGIN PGP MESSAGE-----", 0)?;
+    let stop = find(message, end, start)? + end.len();
+    Some(&message[start..stop])
 }
 
 #[cfg(test)]

@@ -152,7 +152,8 @@ fn line_end(bytes: &[u8], from: usize) -> Option<usize> {
     find(bytes, b"\n", from).map(|at| at + 1)
 }
 
-fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+/// Where `needle` first occurs in `haystack` at or after `from`.
+pub(crate) fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     haystack
         .get(from..)?
         .windows(needle.len())
