@@ -2,17 +2,21 @@
 //! for several recipients of one domain, STARTTLS whenever offered (RFC 3207), REQUIRETLS
 //! honoured (RFC 8689), and a result per recipient.
 //!
-//! TLS: with REQUIRETLS the certificate must verify against the configured roots and name the
-//! MX host, or nothing is sent. Otherwise TLS is opportunistic (RFC 7435): a certificate that
-//! does not verify is used anyway (it still defeats passive listening), because the alternative
-//! in SMTP is plaintext, not no delivery. MTA-STS and DANE, which make verification mandatory
-//! for a domain, are not enforced yet.
+//! TLS follows a [`TlsPolicy`] the runner chose for the host: DANE (RFC 7672) when the host has
+//! validated TLSA records, verification against the trusted roots when the domain's MTA-STS
+//! policy enforces it (RFC 8461) or the message asks for REQUIRETLS (RFC 8689), and otherwise
+//! opportunistic TLS (RFC 7435): a certificate that does not verify is used anyway (it still
+//! defeats passive listening), because the alternative in SMTP is plaintext, not no delivery.
+//! When a policy makes TLS mandatory and the host cannot give it, nothing is sent.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use letterlock_types::EmailAddress;
+
+use crate::dane::DaneVerifier;
+use crate::resolver::TlsaRecord;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -107,6 +111,29 @@ pub struct Transaction<'a> {
     pub requiretls: bool,
 }
 
+/// How the TLS of one host must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// STARTTLS when offered, whatever the certificate.
+    Opportunistic,
+    /// TLS required; the certificate must verify against the trusted roots and name the host.
+    /// `why` names the policy in errors ("MTA-STS", "REQUIRETLS").
+    Verified { why: &'static str },
+    /// TLS required; the certificate must match one of the usable TLSA records (none usable:
+    /// any certificate).
+    Dane(Vec<TlsaRecord>),
+}
+
+impl TlsPolicy {
+    fn mandatory(&self) -> Option<&'static str> {
+        match self {
+            TlsPolicy::Opportunistic => None,
+            TlsPolicy::Verified { why } => Some(why),
+            TlsPolicy::Dane(_) => Some("DANE"),
+        }
+    }
+}
+
 /// How to talk to remote hosts.
 #[derive(Clone)]
 pub struct ClientSettings {
@@ -132,12 +159,13 @@ pub fn system_roots() -> RootCertStore {
     roots
 }
 
-/// Deliver `transaction` to `host` at `ip`.
+/// Deliver `transaction` to `host` at `ip`, with TLS as `tls` says.
 pub async fn deliver_to_host(
     settings: &ClientSettings,
     host: &str,
     ip: IpAddr,
     transaction: &Transaction<'_>,
+    tls: &TlsPolicy,
 ) -> Result<Vec<(EmailAddress, RcptOutcome)>, HostFailure> {
     let address = SocketAddr::new(ip, settings.port);
     let tcp =
@@ -170,6 +198,12 @@ pub async fn deliver_to_host(
                 "554 5.7.30 REQUIRETLS: {host} does not offer STARTTLS"
             )));
         }
+        if let Some(why) = tls.mandatory() {
+            let _ = plain.command("QUIT").await;
+            return Err(HostFailure::temporary(format!(
+                "451 4.7.5 {why}: {host} does not offer STARTTLS"
+            )));
+        }
         return run_transaction(&mut plain, &extensions, transaction, host).await;
     }
     let reply = plain.command("STARTTLS").await?;
@@ -177,6 +211,13 @@ pub async fn deliver_to_host(
         if transaction.requiretls {
             return Err(HostFailure::permanent(format!(
                 "554 5.7.30 REQUIRETLS: STARTTLS refused by {host}: {}",
+                reply.summary()
+            )));
+        }
+        if let Some(why) = tls.mandatory() {
+            let _ = plain.command("QUIT").await;
+            return Err(HostFailure::temporary(format!(
+                "451 4.7.5 {why}: STARTTLS refused by {host}: {}",
                 reply.summary()
             )));
         }
@@ -191,10 +232,7 @@ pub async fn deliver_to_host(
     }
     let server_name = ServerName::try_from(host.to_string())
         .map_err(|_| HostFailure::temporary(format!("{host} is not a valid TLS name")))?;
-    let connector = TlsConnector::from(Arc::new(tls_config(
-        &settings.roots,
-        transaction.requiretls,
-    )?));
+    let connector = TlsConnector::from(Arc::new(tls_config(&settings.roots, tls)?));
     let tls = match tokio::time::timeout(
         settings.timeouts.command,
         connector.connect(server_name, plain.stream),
@@ -203,9 +241,13 @@ pub async fn deliver_to_host(
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
+            let why = tls
+                .mandatory()
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default();
             return Err(HostFailure::temporary(format!(
-                "TLS with {host} failed: {error}"
-            )))
+                "451 4.7.5 TLS with {host} failed{why}: {error}"
+            )));
         }
         Err(_) => return Err(HostFailure::temporary(format!("TLS with {host} timed out"))),
     };
@@ -435,7 +477,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-fn tls_config(roots: &Arc<RootCertStore>, verify: bool) -> Result<ClientConfig, HostFailure> {
+fn tls_config(roots: &Arc<RootCertStore>, tls: &TlsPolicy) -> Result<ClientConfig, HostFailure> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -449,14 +491,23 @@ fn tls_config(roots: &Arc<RootCertStore>, verify: bool) -> Result<ClientConfig, 
                 .map_err(|error| HostFailure::temporary(format!("TLS setup: {error}")))?,
         )
     };
-    let config = match (verify, webpki) {
-        (true, Some(verifier)) => builder.with_webpki_verifier(verifier).with_no_client_auth(),
-        (true, None) => {
-            return Err(HostFailure::temporary(
-                "certificate verification required but no trusted roots are configured",
-            ))
+    let config = match (tls, webpki) {
+        (TlsPolicy::Dane(records), _) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(DaneVerifier::new(
+                records.clone(),
+                Arc::clone(&provider),
+            )))
+            .with_no_client_auth(),
+        (TlsPolicy::Verified { .. }, Some(verifier)) => {
+            builder.with_webpki_verifier(verifier).with_no_client_auth()
         }
-        (false, inner) => builder
+        (TlsPolicy::Verified { why }, None) => {
+            return Err(HostFailure::temporary(format!(
+                "{why}: certificate verification required but no trusted roots are configured"
+            )))
+        }
+        (TlsPolicy::Opportunistic, inner) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(OpportunisticVerifier {
                 inner,

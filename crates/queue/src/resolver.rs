@@ -1,6 +1,10 @@
 //! Where mail for a domain goes: MX lookup (RFC 5321 section 5.1), the implicit MX (the
 //! domain's own A/AAAA when it has no MX), and the null MX (RFC 7505).
 //!
+//! Besides MX and addresses, delivery asks for TXT records (the MTA-STS announcement, RFC 8461
+//! section 3.1) and TLSA records (DANE, RFC 7672), the latter with whether the answer was
+//! DNSSEC-validated: unvalidated TLSA records are ignored, as RFC 7672 section 2.2 requires.
+//!
 //! Delivery asks a [`Resolver`]: [`HickoryResolver`] in production, [`MapResolver`] (a map in
 //! memory, after mox's mock resolver) in tests, so tests never need the network.
 
@@ -10,7 +14,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 
 /// MX hosts of one domain tried at most: RFC 5321 section 5.1 lets a sender bound the list, and
@@ -38,9 +42,39 @@ pub struct Mx {
     pub exchange: String,
 }
 
+/// TXT strings of one name kept at most, and the longest kept (a TXT record is at most 64 KiB
+/// on the wire; the ones looked up here are a line).
+pub const TXT_RECORDS_MAX: usize = 20;
+pub const TXT_RECORD_LENGTH_MAX_BYTES: usize = 4096;
+/// TLSA records of one host kept at most.
+pub const TLSA_RECORDS_MAX: usize = 20;
+
+/// One TLSA record (RFC 6698 section 2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsaRecord {
+    /// 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE.
+    pub usage: u8,
+    /// 0 the full certificate, 1 its SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+/// The TLSA records of a host and whether the answer was DNSSEC-validated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsaAnswer {
+    pub records: Vec<TlsaRecord>,
+    pub secure: bool,
+}
+
 pub trait Resolver: Send + Sync {
     fn mx<'a>(&'a self, domain: &'a str) -> Lookup<'a, Vec<Mx>>;
     fn ip<'a>(&'a self, host: &'a str) -> Lookup<'a, Vec<IpAddr>>;
+    /// The TXT records at `name`, each one's strings joined.
+    fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<String>>;
+    /// The TLSA records at `name` (`_25._tcp.mx.example.org`).
+    fn tlsa<'a>(&'a self, name: &'a str) -> Lookup<'a, TlsaAnswer>;
 }
 
 /// The hosts to try for `domain`, best first, or why there are none.
@@ -91,11 +125,16 @@ fn shuffle<T>(items: &mut [T]) {
     }
 }
 
-/// A resolver made of maps, for tests: domain → MX records, host → addresses.
+/// A resolver made of maps, for tests: domain → MX records, host → addresses, name → TXT
+/// records, name → TLSA answer. A name not in a map has no records; a name in `failing` fails
+/// every lookup with a temporary error (an unreachable DNS server).
 #[derive(Debug, Clone, Default)]
 pub struct MapResolver {
     pub mx: HashMap<String, Vec<Mx>>,
     pub ip: HashMap<String, Vec<IpAddr>>,
+    pub txt: HashMap<String, Vec<String>>,
+    pub tlsa: HashMap<String, TlsaAnswer>,
+    pub failing: Vec<String>,
 }
 
 impl MapResolver {
@@ -117,33 +156,88 @@ impl MapResolver {
             .push(address);
         self
     }
+
+    pub fn with_txt(mut self, name: &str, text: &str) -> MapResolver {
+        self.txt
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(text.to_string());
+        self
+    }
+
+    pub fn with_tlsa(mut self, name: &str, secure: bool, record: TlsaRecord) -> MapResolver {
+        let answer = self.tlsa.entry(name.to_ascii_lowercase()).or_default();
+        answer.secure = secure;
+        answer.records.push(record);
+        self
+    }
+
+    pub fn failing(mut self, name: &str) -> MapResolver {
+        self.failing.push(name.to_ascii_lowercase());
+        self
+    }
+
+    fn answer<T: Clone + Send + 'static>(
+        &self,
+        map: &HashMap<String, T>,
+        name: &str,
+    ) -> Lookup<'static, T> {
+        let name = name.to_ascii_lowercase();
+        let found = if self.failing.contains(&name) {
+            Err(DnsError::Temporary(format!("no answer for {name}")))
+        } else {
+            map.get(&name).cloned().ok_or(DnsError::NoRecords)
+        };
+        Box::pin(async move { found })
+    }
 }
 
 impl Resolver for MapResolver {
     fn mx<'a>(&'a self, domain: &'a str) -> Lookup<'a, Vec<Mx>> {
-        let found = self.mx.get(&domain.to_ascii_lowercase()).cloned();
-        Box::pin(async move { found.ok_or(DnsError::NoRecords) })
+        self.answer(&self.mx, domain)
     }
 
     fn ip<'a>(&'a self, host: &'a str) -> Lookup<'a, Vec<IpAddr>> {
-        let found = self.ip.get(&host.to_ascii_lowercase()).cloned();
-        Box::pin(async move { found.ok_or(DnsError::NoRecords) })
+        self.answer(&self.ip, host)
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<String>> {
+        self.answer(&self.txt, name)
+    }
+
+    fn tlsa<'a>(&'a self, name: &'a str) -> Lookup<'a, TlsaAnswer> {
+        self.answer(&self.tlsa, name)
     }
 }
 
 /// The system's DNS (`/etc/resolv.conf`) through hickory.
+///
+/// hickory does not validate DNSSEC itself here; a TLSA answer counts as validated when the
+/// recursive resolver set the AD bit and every configured resolver is on loopback (a validating
+/// resolver on the machine, such as unbound, as Postfix's DANE support also requires: an AD bit
+/// that crossed a network proves nothing). Otherwise TLSA records are never trusted and DANE is
+/// not applied.
 #[derive(Clone)]
 pub struct HickoryResolver {
     resolver: Arc<TokioResolver>,
+    ad_bit_trusted: bool,
 }
 
 impl HickoryResolver {
     pub fn from_system_conf() -> Result<HickoryResolver, DnsError> {
+        let ad_bit_trusted = match hickory_resolver::system_conf::read_system_conf() {
+            Ok((config, _)) => {
+                let servers = config.name_servers();
+                !servers.is_empty() && servers.iter().all(|server| server.ip.is_loopback())
+            }
+            Err(_) => false,
+        };
         let resolver = TokioResolver::builder_tokio()
             .and_then(|builder| builder.build())
             .map_err(|error| DnsError::Temporary(error.to_string()))?;
         Ok(HickoryResolver {
             resolver: Arc::new(resolver),
+            ad_bit_trusted,
         })
     }
 }
@@ -200,6 +294,60 @@ impl Resolver for HickoryResolver {
                 .await
                 .map_err(dns_error)?;
             Ok(lookup.iter().take(ADDRESSES_PER_HOST_MAX).collect())
+        })
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<String>> {
+        Box::pin(async move {
+            let lookup = self
+                .resolver
+                .txt_lookup(fqdn(name))
+                .await
+                .map_err(dns_error)?;
+            Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::TXT(txt) => {
+                        let mut joined = Vec::new();
+                        for part in txt.txt_data.iter() {
+                            joined.extend_from_slice(part);
+                        }
+                        joined.truncate(TXT_RECORD_LENGTH_MAX_BYTES);
+                        Some(String::from_utf8_lossy(&joined).into_owned())
+                    }
+                    _ => None,
+                })
+                .take(TXT_RECORDS_MAX)
+                .collect())
+        })
+    }
+
+    fn tlsa<'a>(&'a self, name: &'a str) -> Lookup<'a, TlsaAnswer> {
+        Box::pin(async move {
+            let lookup = self
+                .resolver
+                .lookup(fqdn(name), RecordType::TLSA)
+                .await
+                .map_err(dns_error)?;
+            let records = lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::TLSA(tlsa) => Some(TlsaRecord {
+                        usage: u8::from(tlsa.cert_usage),
+                        selector: u8::from(tlsa.selector),
+                        matching: u8::from(tlsa.matching),
+                        data: tlsa.cert_data.clone(),
+                    }),
+                    _ => None,
+                })
+                .take(TLSA_RECORDS_MAX)
+                .collect();
+            Ok(TlsaAnswer {
+                records,
+                secure: self.ad_bit_trusted && lookup.message().metadata.authentic_data,
+            })
         })
     }
 }

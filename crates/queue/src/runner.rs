@@ -17,10 +17,11 @@ use letterlock_mailstore::MailStore;
 use letterlock_types::{Domain, EmailAddress};
 use tokio::sync::Notify;
 
-use crate::client::{deliver_to_host, ClientSettings, RcptOutcome, Transaction};
+use crate::client::{deliver_to_host, ClientSettings, RcptOutcome, TlsPolicy, Transaction};
 use crate::dsn::{build_bounce, BounceReason};
 use crate::error::{QueueError, Result};
-use crate::resolver::{route, Resolver, Route};
+use crate::mta_sts::{self, FetchSettings, Mode};
+use crate::resolver::{route, DnsError, Resolver, Route};
 use crate::store::{now_unix, Claimed, Envelope, Finish, Queue, RecipientState};
 
 /// First retry after a temporary failure; each later one waits twice as long...
@@ -43,6 +44,9 @@ pub struct RunnerSettings {
     pub lease_secs: u64,
     pub claim_batch_max: usize,
     pub poll_interval: Duration,
+    /// The HTTPS port MTA-STS policies are fetched from (443; tests use another).
+    pub mta_sts_port: u16,
+    pub mta_sts_timeout: Duration,
 }
 
 impl RunnerSettings {
@@ -54,6 +58,8 @@ impl RunnerSettings {
             lease_secs: LEASE_SECS,
             claim_batch_max: CLAIM_BATCH_MAX,
             poll_interval: Duration::from_secs(POLL_INTERVAL_SECS),
+            mta_sts_port: 443,
+            mta_sts_timeout: crate::mta_sts::FETCH_TIMEOUT,
         }
     }
 }
@@ -178,7 +184,7 @@ impl Runner {
         let before = envelope.clone();
         for (domain, recipients) in envelope.pending_by_domain() {
             let outcomes = self
-                .deliver_domain(&domain, &recipients, &envelope, &claimed.message)
+                .deliver_domain(&domain, &recipients, &envelope, &claimed.message, now)
                 .await;
             for (recipient, outcome) in outcomes {
                 match outcome {
@@ -298,13 +304,16 @@ impl Runner {
     }
 
     /// Deliver to one domain: each MX host in turn (each of its addresses), until one gives
-    /// every recipient an answer.
+    /// every recipient an answer. The domain's MTA-STS policy, when it enforces, leaves only
+    /// the MX hosts it names and makes verified TLS mandatory; a host with validated TLSA
+    /// records is held to DANE instead (RFC 8461 section 2: DANE takes precedence).
     async fn deliver_domain(
         &self,
         domain: &Domain,
         recipients: &[EmailAddress],
         envelope: &Envelope,
         message: &[u8],
+        now: i64,
     ) -> Vec<(EmailAddress, RcptOutcome)> {
         let all = |outcome: RcptOutcome| {
             recipients
@@ -327,6 +336,36 @@ impl Runner {
             }
             Err(error) => return all(RcptOutcome::Temporary(format!("451 4.4.3 {error}"))),
         };
+        let settings = &self.inner.settings;
+        let fetch = FetchSettings {
+            port: settings.mta_sts_port,
+            roots: Arc::clone(&settings.client.roots),
+            timeout: settings.mta_sts_timeout,
+        };
+        let policy = mta_sts::policy_for(&self.inner.queue, resolver, &fetch, domain, now).await;
+        let enforced = policy
+            .as_ref()
+            .is_some_and(|policy| policy.mode == Mode::Enforce);
+        let hosts: Vec<String> = match &policy {
+            Some(policy) => {
+                let (allowed, refused): (Vec<String>, Vec<String>) =
+                    hosts.into_iter().partition(|host| policy.matches(host));
+                for host in &refused {
+                    tracing::info!(%domain, %host, mode = ?policy.mode, "MX host not in the MTA-STS policy");
+                }
+                if enforced {
+                    allowed
+                } else {
+                    allowed.into_iter().chain(refused).collect()
+                }
+            }
+            None => hosts,
+        };
+        if hosts.is_empty() {
+            return all(RcptOutcome::Temporary(format!(
+                "451 4.7.5 MTA-STS: none of the MX hosts of {domain} is named by its policy"
+            )));
+        }
         let transaction = Transaction {
             sender: envelope.sender.as_ref(),
             recipients,
@@ -349,8 +388,27 @@ impl Runner {
                     continue;
                 }
             };
+            let tls = match resolver.tlsa(&format!("_25._tcp.{host}")).await {
+                Ok(answer) if answer.secure && !answer.records.is_empty() => {
+                    TlsPolicy::Dane(answer.records)
+                }
+                Ok(_) | Err(DnsError::NoRecords) if enforced => {
+                    TlsPolicy::Verified { why: "MTA-STS" }
+                }
+                Ok(_) | Err(DnsError::NoRecords) if envelope.requiretls => {
+                    TlsPolicy::Verified { why: "REQUIRETLS" }
+                }
+                Ok(_) | Err(DnsError::NoRecords) => TlsPolicy::Opportunistic,
+                Err(error) => {
+                    // RFC 7672 section 2.2: a failed TLSA lookup leaves the host's DANE status
+                    // unknown: not a host to send to.
+                    last_failure = Some((false, format!("{host}: TLSA lookup: {error}")));
+                    any_temporary = true;
+                    continue;
+                }
+            };
             for ip in addresses {
-                match deliver_to_host(&self.inner.settings.client, &host, ip, &transaction).await {
+                match deliver_to_host(&settings.client, &host, ip, &transaction, &tls).await {
                     Ok(outcomes) => return outcomes,
                     Err(failure) => {
                         tracing::info!(%host, %ip, failure = %failure.text, "host failed");

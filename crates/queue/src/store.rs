@@ -230,6 +230,15 @@ impl Queue {
         &self.settings
     }
 
+    /// The engine and the queue key, for the queue's other tables (the MTA-STS policy cache).
+    pub(crate) fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub(crate) fn key(&self) -> &SymmetricKey {
+        &self.key
+    }
+
     /// Put a message in the queue, durably: when this returns, the entry survives a crash.
     /// `sender` `None` is the null reverse-path (bounces).
     pub fn enqueue(
