@@ -2,111 +2,14 @@
 //! 127.0.0.1 reached through the map resolver: sealing (canary scan), restart, concurrent
 //! claims, the operator's functions, retry with backoff, bounces, REQUIRETLS, null MX.
 
+mod common;
+
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use letterlock_crypto::kdf::KdfParams;
-use letterlock_mailstore::{MailStore, StoreOptions};
-use letterlock_queue::client::{ClientSettings, Timeouts};
+use common::*;
 use letterlock_queue::store::{now_unix, Finish};
-use letterlock_queue::{
-    MapResolver, Queue, QueueError, QueueSettings, RecipientState, Runner, RunnerSettings, SpoolKey,
-};
-use letterlock_storage::embedded::EmbeddedEngine;
-use letterlock_storage::Engine;
-use letterlock_types::{Domain, EmailAddress, MailboxName, Secret};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-
-const ALICE: &str = "alice@example.org";
-const PASSWORD: &str = "correct horse battery";
-const CANARY: &str = "CANARY-7f3a9c-outbound-secret";
-
-fn address(text: &str) -> EmailAddress {
-    EmailAddress::try_from(text).expect("address")
-}
-
-fn message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: {ALICE}\r\nTo: carol@remote.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.org>\r\n\r\nThe body says {CANARY}.\r\n.leading dot line\r\n"
-    )
-    .into_bytes()
-}
-
-struct Setup {
-    dir: tempfile::TempDir,
-    engine: Arc<dyn Engine>,
-    store: MailStore,
-    queue: Queue,
-    key: SpoolKey,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = SpoolKey::generate();
-    open(dir, key)
-}
-
-fn open(dir: tempfile::TempDir, key: SpoolKey) -> Setup {
-    let engine: Arc<dyn Engine> = Arc::new(EmbeddedEngine::open(dir.path()).expect("engine"));
-    let store = MailStore::new(
-        Arc::clone(&engine),
-        StoreOptions {
-            kdf: KdfParams::INSECURE_FOR_TESTS,
-            message_size_max_bytes: 4 * 1024 * 1024,
-        },
-    );
-    let domain = Domain::try_from("example.org").expect("domain");
-    if !store.has_domain(&domain).expect("has domain") {
-        store.add_domain(&domain).expect("domain");
-        store
-            .add_user(&address(ALICE), &Secret::from(PASSWORD), 0, None)
-            .expect("user");
-    }
-    let queue = Queue::new(Arc::clone(&engine), &key, QueueSettings::default());
-    Setup {
-        dir,
-        engine,
-        store,
-        queue,
-        key,
-    }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
-fn inbox(store: &MailStore, user: &str) -> Vec<Vec<u8>> {
-    let unlocked = store
-        .unlock(&address(user), &Secret::from(PASSWORD))
-        .expect("unlock");
-    let inbox = MailboxName::inbox();
-    unlocked
-        .list_messages(&inbox)
-        .expect("list")
-        .iter()
-        .map(|summary| unlocked.fetch(&inbox, summary.uid).expect("fetch"))
-        .collect()
-}
+use letterlock_queue::{MapResolver, Queue, QueueError, QueueSettings, RecipientState, SpoolKey};
 
 #[test]
 fn queued_mail_is_sealed_on_disk() {
@@ -307,125 +210,10 @@ fn operator_list_show_retry_delete() {
     );
 }
 
-/// A scripted SMTP receiver: `reply_to_rcpt(connection number, address)` decides each RCPT;
-/// messages that reach the end of DATA are kept.
-struct FakeReceiver {
-    address: SocketAddr,
-    messages: Arc<Mutex<Vec<Vec<u8>>>>,
-    connections: Arc<Mutex<u32>>,
-}
-
-impl FakeReceiver {
-    async fn start(
-        offer_starttls: bool,
-        reply_to_rcpt: impl Fn(u32, &str) -> String + Send + Sync + 'static,
-    ) -> FakeReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(Mutex::new(0u32));
-        let reply_to_rcpt = Arc::new(reply_to_rcpt);
-        let (kept, counted) = (Arc::clone(&messages), Arc::clone(&connections));
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let number = {
-                    let mut count = counted.lock().expect("lock");
-                    *count += 1;
-                    *count
-                };
-                let kept = Arc::clone(&kept);
-                let reply_to_rcpt = Arc::clone(&reply_to_rcpt);
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut lines = BufReader::new(read);
-                    let _ = write.write_all(b"220 fake ESMTP\r\n").await;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let command = line.trim_end().to_string();
-                        let upper = command.to_ascii_uppercase();
-                        let reply = if upper.starts_with("EHLO") {
-                            if offer_starttls {
-                                "250-fake\r\n250-PIPELINING\r\n250 STARTTLS".to_string()
-                            } else {
-                                "250-fake\r\n250 8BITMIME".to_string()
-                            }
-                        } else if upper.starts_with("MAIL") {
-                            "250 2.1.0 ok".into()
-                        } else if upper.starts_with("RCPT") {
-                            let rcpt = command
-                                .split('<')
-                                .nth(1)
-                                .and_then(|rest| rest.split('>').next())
-                                .unwrap_or("")
-                                .to_string();
-                            reply_to_rcpt(number, &rcpt)
-                        } else if upper == "DATA" {
-                            let _ = write.write_all(b"354 go ahead\r\n").await;
-                            let mut data = Vec::new();
-                            loop {
-                                line.clear();
-                                if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                    return;
-                                }
-                                if line == ".\r\n" {
-                                    break;
-                                }
-                                data.extend_from_slice(line.as_bytes());
-                            }
-                            kept.lock().expect("lock").push(data);
-                            "250 2.0.0 queued".into()
-                        } else if upper == "QUIT" {
-                            let _ = write.write_all(b"221 bye\r\n").await;
-                            return;
-                        } else {
-                            "502 5.5.1 not here".into()
-                        };
-                        let _ = write.write_all(format!("{reply}\r\n").as_bytes()).await;
-                    }
-                });
-            }
-        });
-        FakeReceiver {
-            address,
-            messages,
-            connections,
-        }
-    }
-}
-
-fn runner(setup: &Setup, port: u16, resolver: MapResolver) -> Runner {
-    let client = ClientSettings {
-        hostname: "mx.example.org".into(),
-        port,
-        timeouts: Timeouts {
-            connect: Duration::from_secs(5),
-            command: Duration::from_secs(10),
-            data_end: Duration::from_secs(10),
-        },
-        roots: Arc::new(rustls::RootCertStore::empty()),
-    };
-    Runner::new(
-        setup.queue.clone(),
-        setup.store.clone(),
-        Arc::new(resolver),
-        RunnerSettings::new(client),
-    )
-}
-
-fn resolver_to_localhost() -> MapResolver {
-    MapResolver::default()
-        .with_mx("remote.test", 10, "mx.remote.test")
-        .with_ip("mx.remote.test", "127.0.0.1".parse().expect("ip"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_temporary_failure_is_retried_with_backoff_then_delivered() {
     let setup = setup();
-    let receiver = FakeReceiver::start(false, |connection, _| {
+    let receiver = FakeReceiver::start(None, |connection, _| {
         if connection == 1 {
             "451 4.3.0 try again later".into()
         } else {
@@ -475,7 +263,7 @@ async fn a_temporary_failure_is_retried_with_backoff_then_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_bounces_a_dsn_into_the_senders_inbox() {
     let setup = setup();
-    let receiver = FakeReceiver::start(false, |_, rcpt| {
+    let receiver = FakeReceiver::start(None, |_, rcpt| {
         if rcpt.starts_with("nobody") {
             "550 5.1.1 no such user".into()
         } else {
@@ -523,7 +311,7 @@ async fn a_permanent_failure_bounces_a_dsn_into_the_senders_inbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requiretls_to_a_receiver_without_starttls_is_not_delivered_and_bounces() {
     let setup = setup();
-    let receiver = FakeReceiver::start(false, |_, _| "250 2.1.5 ok".into()).await;
+    let receiver = FakeReceiver::start(None, |_, _| "250 2.1.5 ok".into()).await;
     let runner = runner(&setup, receiver.address.port(), resolver_to_localhost());
     setup
         .queue

@@ -1,0 +1,439 @@
+//! MTA-STS (RFC 8461) and DANE (RFC 7672) enforced by the runner, against scripted SMTP
+//! receivers that speak real TLS on 127.0.0.1, a real HTTPS policy server, certificates from a
+//! test CA made here, and the map resolver (TXT and TLSA records, DNSSEC status included).
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use letterlock_queue::resolver::TlsaRecord;
+use letterlock_queue::store::now_unix;
+use letterlock_queue::{MapResolver, QueueId, RunnerSettings};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::RootCertStore;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+const RECIPIENT: &str = "carol@remote.test";
+const ENFORCE: &str = "version: STSv1\r\nmode: enforce\r\nmx: mx.remote.test\r\nmax_age: 86400\r\n";
+
+struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Letterlock test CA");
+        let key = KeyPair::generate().expect("key");
+        TestCa {
+            issuer: CertifiedIssuer::self_signed(params, key).expect("CA"),
+        }
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.der()).expect("root");
+        roots
+    }
+
+    /// A certificate for `name` signed by this CA, and its key.
+    fn leaf(&self, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().expect("key");
+        let certificate = CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .signed_by(&key, &self.issuer)
+            .expect("leaf");
+        (certificate.der().clone(), private_key(&key))
+    }
+}
+
+fn private_key(key: &KeyPair) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
+}
+
+fn self_signed(name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let key = KeyPair::generate().expect("key");
+    let certificate = CertificateParams::new(vec![name.to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    (certificate.der().clone(), private_key(&key))
+}
+
+fn acceptor(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> TlsAcceptor {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    TlsAcceptor::from(Arc::new(config))
+}
+
+fn spki_sha256(certificate: &CertificateDer<'_>) -> Vec<u8> {
+    let spki = letterlock_queue::dane::subject_public_key_info(certificate).expect("spki");
+    Sha256::digest(spki).to_vec()
+}
+
+/// An HTTPS server answering every request with `body` as text/plain; counts the requests.
+async fn policy_server(tls: TlsAcceptor, body: &str) -> (u16, Arc<AtomicU32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let fetches = Arc::new(AtomicU32::new(0));
+    let (counted, body) = (Arc::clone(&fetches), body.to_string());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (tls, counted, body) = (tls.clone(), Arc::clone(&counted), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = tls.accept(stream).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(count) => request.extend_from_slice(&chunk[..count]),
+                    }
+                }
+                assert!(
+                    request.starts_with(b"GET /.well-known/mta-sts.txt HTTP/1.0\r\n"),
+                    "{}",
+                    String::from_utf8_lossy(&request)
+                );
+                counted.fetch_add(1, Ordering::SeqCst);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (port, fetches)
+}
+
+/// remote.test's MX on 127.0.0.1, announcing an MTA-STS policy with `id`.
+fn announcing(id: &str) -> MapResolver {
+    resolver_to_localhost()
+        .with_ip("mta-sts.remote.test", "127.0.0.1".parse().expect("ip"))
+        .with_txt("_mta-sts.remote.test", "v=spf1 -all")
+        .with_txt("_mta-sts.remote.test", &format!("v=STSv1; id={id};"))
+}
+
+fn settings(receiver_port: u16, policy_port: u16, roots: RootCertStore) -> RunnerSettings {
+    let mut settings = RunnerSettings::new(client_settings(receiver_port, roots));
+    settings.mta_sts_port = policy_port;
+    settings.mta_sts_timeout = Duration::from_secs(5);
+    settings
+}
+
+fn enqueue(setup: &Setup, subject: &str) -> QueueId {
+    setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address(RECIPIENT)],
+            false,
+            &message(subject),
+        )
+        .expect("enqueue")
+}
+
+/// One round; `Ok(())` when the entry left the queue delivered, `Err(last reply)` when it
+/// stayed for a retry.
+async fn attempt(
+    setup: &Setup,
+    settings: RunnerSettings,
+    resolver: MapResolver,
+) -> Result<(), String> {
+    let id = enqueue(setup, "transport");
+    let runner = runner_with(setup, settings, resolver);
+    runner.run_once_at(now_unix()).await.expect("round");
+    match setup.queue.show(id) {
+        Ok(status) => Err(status.envelope.recipients[0]
+            .last_reply
+            .clone()
+            .unwrap_or_default()),
+        Err(_) => Ok(()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enforced_policy_delivers_over_verified_tls_and_is_fetched_once_per_id() {
+    let ca = TestCa::new();
+    let (mx_cert, mx_key) = ca.leaf("mx.remote.test");
+    let receiver = FakeReceiver::start(Some(acceptor(vec![mx_cert], mx_key)), |_, _| {
+        "250 2.1.5 ok".into()
+    })
+    .await;
+    let (policy_cert, policy_key) = ca.leaf("mta-sts.remote.test");
+    let (policy_port, fetches) =
+        policy_server(acceptor(vec![policy_cert], policy_key), ENFORCE).await;
+    let setup = setup();
+    for round in 1..=2 {
+        let delivered = attempt(
+            &setup,
+            settings(receiver.address.port(), policy_port, ca.roots()),
+            announcing("20261124"),
+        )
+        .await;
+        assert_eq!(delivered, Ok(()), "round {round}");
+    }
+    assert_eq!(receiver.delivered().len(), 2);
+    assert_eq!(*receiver.over_tls.lock().expect("lock"), vec![true, true]);
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "the second round used the cache"
+    );
+    // A new id in the TXT record makes the sender fetch again.
+    attempt(
+        &setup,
+        settings(receiver.address.port(), policy_port, ca.roots()),
+        announcing("20261125"),
+    )
+    .await
+    .expect("delivered");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enforced_policy_holds_back_mail_the_mx_cannot_protect() {
+    let ca = TestCa::new();
+    let (policy_cert, policy_key) = ca.leaf("mta-sts.remote.test");
+    let policy = acceptor(vec![policy_cert], policy_key);
+    let (enforce_port, _) = policy_server(policy.clone(), ENFORCE).await;
+    let (elsewhere_port, _) = policy_server(
+        policy.clone(),
+        "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n",
+    )
+    .await;
+    let (testing_port, _) = policy_server(
+        policy,
+        "version: STSv1\nmode: testing\nmx: mx.remote.test\nmax_age: 86400\n",
+    )
+    .await;
+    let (untrusted_cert, untrusted_key) = self_signed("mta-sts.remote.test");
+    let (untrusted_port, _) =
+        policy_server(acceptor(vec![untrusted_cert], untrusted_key), ENFORCE).await;
+    let (bad_cert, bad_key) = self_signed("mx.remote.test");
+    let unverifiable = FakeReceiver::start(Some(acceptor(vec![bad_cert], bad_key)), |_, _| {
+        "250 2.1.5 ok".into()
+    })
+    .await;
+    let (good_cert, good_key) = ca.leaf("mx.remote.test");
+    let good = FakeReceiver::start(Some(acceptor(vec![good_cert], good_key)), |_, _| {
+        "250 2.1.5 ok".into()
+    })
+    .await;
+    let plaintext = FakeReceiver::start(None, |_, _| "250 2.1.5 ok".into()).await;
+
+    for (case, receiver, policy_port, expected) in [
+        (
+            "self-signed MX",
+            &unverifiable,
+            enforce_port,
+            Some("TLS with mx.remote.test failed (MTA-STS)"),
+        ),
+        (
+            "no STARTTLS",
+            &plaintext,
+            enforce_port,
+            Some("MTA-STS: mx.remote.test does not offer STARTTLS"),
+        ),
+        (
+            "MX not named",
+            &good,
+            elsewhere_port,
+            Some("none of the MX hosts of remote.test"),
+        ),
+        ("testing mode", &unverifiable, testing_port, None),
+        (
+            "policy from an untrusted server",
+            &unverifiable,
+            untrusted_port,
+            None,
+        ),
+    ] {
+        let setup = setup();
+        let outcome = attempt(
+            &setup,
+            settings(receiver.address.port(), policy_port, ca.roots()),
+            announcing("1"),
+        )
+        .await;
+        match expected {
+            Some(reason) => {
+                let reply = outcome.expect_err(case);
+                assert!(reply.contains(reason), "{case}: {reply}");
+                assert!(reply.starts_with("451 4.7.5"), "{case}: {reply}");
+            }
+            None => assert_eq!(outcome, Ok(()), "{case}"),
+        }
+    }
+    assert!(good.delivered().is_empty());
+    assert!(plaintext.delivered().is_empty());
+    assert_eq!(
+        unverifiable.delivered().len(),
+        2,
+        "testing mode and the ignored policy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_policy_outlives_a_stripped_txt_record_and_a_new_runner() {
+    let ca = TestCa::new();
+    let (policy_cert, policy_key) = ca.leaf("mta-sts.remote.test");
+    let (policy_port, _) = policy_server(acceptor(vec![policy_cert], policy_key), ENFORCE).await;
+    let (good_cert, good_key) = ca.leaf("mx.remote.test");
+    let good = FakeReceiver::start(Some(acceptor(vec![good_cert], good_key)), |_, _| {
+        "250 2.1.5 ok".into()
+    })
+    .await;
+    let (bad_cert, bad_key) = self_signed("mx.remote.test");
+    let impostor = FakeReceiver::start(Some(acceptor(vec![bad_cert], bad_key)), |_, _| {
+        "250 2.1.5 ok".into()
+    })
+    .await;
+
+    // Without a cached policy, an attacker who strips the TXT record and sits in front of the
+    // MX gets the mail (opportunistic TLS takes any certificate)...
+    let fresh = setup();
+    attempt(
+        &fresh,
+        settings(impostor.address.port(), policy_port, ca.roots()),
+        resolver_to_localhost(),
+    )
+    .await
+    .expect("opportunistic delivery");
+    assert_eq!(impostor.delivered().len(), 1);
+
+    // ...but not once the policy has been seen: it is cached durably, so a new runner (as
+    // after a restart) still enforces it.
+    let seen = setup();
+    attempt(
+        &seen,
+        settings(good.address.port(), policy_port, ca.roots()),
+        announcing("1"),
+    )
+    .await
+    .expect("delivered under the policy");
+    let reply = attempt(
+        &seen,
+        settings(impostor.address.port(), policy_port, ca.roots()),
+        resolver_to_localhost().failing("_mta-sts.remote.test"),
+    )
+    .await
+    .expect_err("the cached policy holds");
+    assert!(reply.contains("MTA-STS"), "{reply}");
+    assert_eq!(
+        impostor.delivered().len(),
+        1,
+        "nothing more reached the impostor"
+    );
+}
+
+fn dane_ee(data: Vec<u8>) -> TlsaRecord {
+    TlsaRecord {
+        usage: 3,
+        selector: 1,
+        matching: 1,
+        data,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dane_ee_pins_the_mx_key_and_ignores_unvalidated_records() {
+    let (cert, key) = self_signed("mx.remote.test");
+    let pinned = spki_sha256(&cert);
+    let receiver = FakeReceiver::start(Some(acceptor(vec![cert], key)), |_, _| {
+        "250 2.1.5 ok".into()
+    })
+    .await;
+    let port = receiver.address.port();
+    let tlsa_name = "_25._tcp.mx.remote.test";
+    let no_roots = || settings(port, 1, RootCertStore::empty());
+
+    // A validated record that matches: delivered, though no CA vouches for the certificate.
+    attempt(
+        &setup(),
+        no_roots(),
+        resolver_to_localhost().with_tlsa(tlsa_name, true, dane_ee(pinned.clone())),
+    )
+    .await
+    .expect("DANE-EE match");
+    // A validated record that does not match: held back.
+    let reply = attempt(
+        &setup(),
+        no_roots(),
+        resolver_to_localhost().with_tlsa(tlsa_name, true, dane_ee(vec![7; 32])),
+    )
+    .await
+    .expect_err("DANE-EE mismatch");
+    assert!(reply.contains("(DANE)"), "{reply}");
+    // The same record without DNSSEC proves nothing and is ignored (opportunistic TLS).
+    attempt(
+        &setup(),
+        no_roots(),
+        resolver_to_localhost().with_tlsa(tlsa_name, false, dane_ee(vec![7; 32])),
+    )
+    .await
+    .expect("unvalidated TLSA ignored");
+    // A TLSA lookup that fails leaves the host's status unknown: not sent to.
+    let reply = attempt(
+        &setup(),
+        no_roots(),
+        resolver_to_localhost().failing(tlsa_name),
+    )
+    .await
+    .expect_err("TLSA lookup failed");
+    assert!(reply.contains("TLSA lookup"), "{reply}");
+    assert_eq!(receiver.delivered().len(), 2);
+    assert_eq!(*receiver.over_tls.lock().expect("lock"), vec![true, true]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dane_ta_needs_a_chain_to_the_pinned_anchor_naming_the_host() {
+    let ca = TestCa::new();
+    let anchor = TlsaRecord {
+        usage: 2,
+        selector: 0,
+        matching: 1,
+        data: Sha256::digest(ca.der().as_ref()).to_vec(),
+    };
+    let tlsa_name = "_25._tcp.mx.remote.test";
+    for (name, expected) in [("mx.remote.test", true), ("mx.elsewhere.test", false)] {
+        let (cert, key) = ca.leaf(name);
+        let receiver = FakeReceiver::start(Some(acceptor(vec![cert, ca.der()], key)), |_, _| {
+            "250 2.1.5 ok".into()
+        })
+        .await;
+        let outcome = attempt(
+            &setup(),
+            // No trusted roots at all: only the TLSA record can make the chain count.
+            settings(receiver.address.port(), 1, RootCertStore::empty()),
+            resolver_to_localhost().with_tlsa(tlsa_name, true, anchor.clone()),
+        )
+        .await;
+        assert_eq!(outcome.is_ok(), expected, "{name}: {outcome:?}");
+        assert_eq!(receiver.delivered().len(), usize::from(expected), "{name}");
+    }
+}
