@@ -17,6 +17,7 @@ use letterlock_types::EmailAddress;
 
 use crate::dane::DaneVerifier;
 use crate::resolver::TlsaRecord;
+use crate::store::{DsnRequest, Notify};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -109,6 +110,32 @@ pub struct Transaction<'a> {
     pub recipients: &'a [EmailAddress],
     pub message: &'a [u8],
     pub requiretls: bool,
+    /// RFC 3461 parameters, passed on when the server offers DSN: the message's, and each
+    /// recipient's NOTIFY and ORCPT (in the order of `recipients`; missing ones have none).
+    pub dsn: &'a DsnRequest,
+    pub recipient_dsn: &'a [(Notify, Option<String>)],
+}
+
+/// What one host did with a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDelivery {
+    pub outcomes: Vec<(EmailAddress, RcptOutcome)>,
+    /// The server offered DSN and was given the parameters: success reports are its to send.
+    pub dsn_passed_on: bool,
+}
+
+/// RFC 3461 section 4: xtext, for ENVID and ORCPT values: `+`, `=`, controls, space and
+/// non-ASCII bytes as `+XX`.
+pub fn xtext(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if (b'!'..=b'~').contains(&byte) && byte != b'+' && byte != b'=' {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("+{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// How the TLS of one host must be.
@@ -166,7 +193,7 @@ pub async fn deliver_to_host(
     ip: IpAddr,
     transaction: &Transaction<'_>,
     tls: &TlsPolicy,
-) -> Result<Vec<(EmailAddress, RcptOutcome)>, HostFailure> {
+) -> Result<HostDelivery, HostFailure> {
     let address = SocketAddr::new(ip, settings.port);
     let tcp =
         match tokio::time::timeout(settings.timeouts.connect, TcpStream::connect(address)).await {
@@ -267,7 +294,8 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     extensions: &[String],
     transaction: &Transaction<'_>,
     host: &str,
-) -> Result<Vec<(EmailAddress, RcptOutcome)>, HostFailure> {
+) -> Result<HostDelivery, HostFailure> {
+    let dsn_passed_on = has_extension(extensions, "DSN");
     let needs_utf8 = transaction
         .sender
         .is_some_and(|sender| !sender.to_string().is_ascii())
@@ -300,6 +328,14 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     if transaction.requiretls {
         mail.push_str(" REQUIRETLS");
     }
+    if dsn_passed_on {
+        if transaction.dsn.ret_full {
+            mail.push_str(" RET=FULL");
+        }
+        if let Some(envid) = &transaction.dsn.envid {
+            mail.push_str(&format!(" ENVID={}", xtext(envid)));
+        }
+    }
     let reply = conn.command(&mail).await?;
     if !reply.is_positive() {
         let _ = conn.command("QUIT").await;
@@ -310,8 +346,18 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut outcomes = Vec::with_capacity(transaction.recipients.len());
     let mut accepted = Vec::new();
-    for recipient in transaction.recipients {
-        let reply = conn.command(&format!("RCPT TO:<{recipient}>")).await?;
+    for (index, recipient) in transaction.recipients.iter().enumerate() {
+        let mut rcpt = format!("RCPT TO:<{recipient}>");
+        if let (true, Some((notify, orcpt))) = (dsn_passed_on, transaction.recipient_dsn.get(index))
+        {
+            if let Some(notify) = notify.parameter() {
+                rcpt.push_str(&format!(" NOTIFY={notify}"));
+            }
+            if let Some(orcpt) = orcpt {
+                rcpt.push_str(&format!(" ORCPT=rfc822;{}", xtext(orcpt)));
+            }
+        }
+        let reply = conn.command(&rcpt).await?;
         if reply.is_positive() {
             accepted.push(recipient.clone());
         } else if reply.is_permanent() {
@@ -320,9 +366,13 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
             outcomes.push((recipient.clone(), RcptOutcome::Temporary(reply.summary())));
         }
     }
+    let done = |outcomes| HostDelivery {
+        outcomes,
+        dsn_passed_on,
+    };
     if accepted.is_empty() {
         let _ = conn.command("QUIT").await;
-        return Ok(outcomes);
+        return Ok(done(outcomes));
     }
     let reply = conn.command("DATA").await?;
     if reply.code != 354 {
@@ -337,7 +387,7 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
         for recipient in accepted {
             outcomes.push((recipient, outcome(reply.summary())));
         }
-        return Ok(outcomes);
+        return Ok(done(outcomes));
     }
     let reply = conn.send_data(transaction.message).await?;
     for recipient in accepted {
@@ -351,7 +401,7 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
         outcomes.push((recipient, outcome));
     }
     let _ = conn.command("QUIT").await;
-    Ok(outcomes)
+    Ok(done(outcomes))
 }
 
 fn has_extension(extensions: &[String], name: &str) -> bool {
@@ -521,6 +571,16 @@ fn tls_config(roots: &Arc<RootCertStore>, tls: &TlsPolicy) -> Result<ClientConfi
 /// Opportunistic TLS (RFC 7435): verify if we can, say so in the log, use the session anyway.
 /// The handshake signature is still checked, so the peer holds the key of the certificate it
 /// showed.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xtext_escapes_plus_equals_spaces_and_non_ascii() {
+        assert_eq!(super::xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+        assert_eq!(super::xtext("Jörg"), "J+C3+B6rg");
+        assert_eq!(super::xtext("QQ314159"), "QQ314159");
+    }
+}
+
 #[derive(Debug)]
 struct OpportunisticVerifier {
     inner: Option<Arc<WebPkiServerVerifier>>,

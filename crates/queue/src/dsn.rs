@@ -7,13 +7,15 @@ use mail_builder::headers::date::Date;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 
+use letterlock_types::EmailAddress;
+
 use crate::store::{Envelope, RecipientState};
 
 /// The original message's header section is included up to this size: enough to identify it,
-/// while the body (which the sender has) is not sent back.
+/// while the body (which the sender has) is not sent back unless RET=FULL asked for it.
 pub const ORIGINAL_HEADERS_MAX_BYTES: usize = 64 * 1024;
 
-/// Why the bounce is sent.
+/// Why a failure report is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BounceReason {
     /// The remote server refused recipients for good.
@@ -22,8 +24,45 @@ pub enum BounceReason {
     Expired,
 }
 
-/// The DSN for the failed recipients of `envelope`, to its sender; `None` when there is
-/// nobody to tell (a null sender: bounces never bounce) or nothing failed.
+/// RFC 3464 section 2.3.3: what happened to the recipients of one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed(BounceReason),
+    /// Still trying (NOTIFY=DELAY), until the time given.
+    Delayed {
+        retry_until_unix: i64,
+    },
+    /// Handed to a server that does not do DSN, so no later report will come (NOTIFY=SUCCESS).
+    Relayed,
+    /// Put in the recipient's mailbox here (NOTIFY=SUCCESS).
+    Delivered,
+}
+
+/// One recipient of a report: the address, what the submitter called it (ORCPT), and the
+/// last reply or reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub address: String,
+    pub original_recipient: Option<String>,
+    pub reply: String,
+}
+
+/// A delivery status notification to send.
+pub struct Report<'a> {
+    pub reporting_host: &'a str,
+    pub sender: &'a EmailAddress,
+    pub action: Action,
+    pub recipients: Vec<Reported>,
+    /// RFC 3461 section 4.4: the submitter's ENVID, echoed back.
+    pub envelope_id: Option<&'a str>,
+    /// RFC 3461 section 4.3: RET=FULL returns the whole message with a failure report.
+    pub return_full: bool,
+    pub arrival_unix: i64,
+}
+
+/// The failure report for the failed recipients of `envelope` whose NOTIFY asks for one, to
+/// its sender; `None` when there is nobody to tell (a null sender: bounces never bounce) or
+/// nothing to report.
 pub fn build_bounce(
     reporting_host: &str,
     envelope: &Envelope,
@@ -32,50 +71,138 @@ pub fn build_bounce(
     reason: BounceReason,
 ) -> Option<Vec<u8>> {
     let sender = envelope.sender.as_ref()?;
-    let failed: Vec<_> = envelope
+    let recipients = envelope
         .recipients
         .iter()
-        .filter(|recipient| recipient.state == RecipientState::Failed)
+        .filter(|recipient| {
+            recipient.state == RecipientState::Failed && recipient.notify.wants_failure()
+        })
+        .map(reported)
         .collect();
-    if failed.is_empty() {
+    build_report(
+        &Report {
+            reporting_host,
+            sender,
+            action: Action::Failed(reason),
+            recipients,
+            envelope_id: envelope.dsn.envid.as_deref(),
+            return_full: envelope.dsn.ret_full,
+            arrival_unix,
+        },
+        original,
+    )
+}
+
+/// The report line of a queued recipient.
+pub fn reported(recipient: &crate::store::Recipient) -> Reported {
+    Reported {
+        address: recipient.address.to_string(),
+        original_recipient: recipient.orcpt.clone(),
+        reply: recipient.last_reply.clone().unwrap_or_default(),
+    }
+}
+
+/// An RFC 3464 report: a human part, the `message/delivery-status` part, and the original
+/// (its header section, or all of it for a RET=FULL failure report).
+pub fn build_report(report: &Report<'_>, original: &[u8]) -> Option<Vec<u8>> {
+    if report.recipients.is_empty() {
         return None;
     }
-    let mut human = String::from("This is the mail system at ");
-    human.push_str(reporting_host);
-    human.push_str(".\r\n\r\n");
-    human.push_str(match reason {
-        BounceReason::Refused => {
-            "Your message could not be delivered to the following recipients:\r\n\r\n"
-        }
-        BounceReason::Expired => {
-            "Your message could not be delivered in time, and delivery was given up for:\r\n\r\n"
-        }
-    });
-    let mut status = format!(
-        "Reporting-MTA: dns; {reporting_host}\r\nArrival-Date: {}\r\n",
-        rfc5322_date(arrival_unix)
-    );
-    for recipient in &failed {
-        let reply = recipient.last_reply.clone().unwrap_or_default();
-        let reply = one_line(&reply);
-        human.push_str(&format!("  <{}>: {}\r\n", recipient.address, reply));
+    let reporting_host = report.reporting_host;
+    let (subject, opening, action_name) = match report.action {
+        Action::Failed(BounceReason::Refused) => (
+            "Undelivered Mail Returned to Sender",
+            "Your message could not be delivered to the following recipients:",
+            "failed",
+        ),
+        Action::Failed(BounceReason::Expired) => (
+            "Undelivered Mail Returned to Sender",
+            "Your message could not be delivered in time, and delivery was given up for:",
+            "failed",
+        ),
+        Action::Delayed { .. } => (
+            "Delayed Mail (still being retried)",
+            "Your message has not been delivered yet to the following recipients; delivery is still being tried:",
+            "delayed",
+        ),
+        Action::Relayed => (
+            "Successful Mail Delivery Report",
+            "Your message was handed to the recipients' mail servers, which will send no further reports:",
+            "relayed",
+        ),
+        Action::Delivered => (
+            "Successful Mail Delivery Report",
+            "Your message was delivered to the following recipients:",
+            "delivered",
+        ),
+    };
+    let mut human =
+        format!("This is the mail system at {reporting_host}.\r\n\r\n{opening}\r\n\r\n");
+    let mut status = String::new();
+    if let Some(envelope_id) = report.envelope_id {
         status.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
-            recipient.address,
-            status_code(&reply, reason)
+            "Original-Envelope-Id: {}\r\n",
+            one_line(envelope_id)
+        ));
+    }
+    status.push_str(&format!(
+        "Reporting-MTA: dns; {reporting_host}\r\nArrival-Date: {}\r\n",
+        rfc5322_date(report.arrival_unix)
+    ));
+    for recipient in &report.recipients {
+        let reply = one_line(&recipient.reply);
+        human.push_str(&format!("  <{}>: {}\r\n", recipient.address, reply));
+        status.push_str("\r\n");
+        if let Some(original) = &recipient.original_recipient {
+            status.push_str(&format!(
+                "Original-Recipient: rfc822; {}\r\n",
+                one_line(original)
+            ));
+        }
+        let code = match report.action {
+            Action::Failed(reason) => status_code(&reply, reason),
+            Action::Delayed { .. } => "4.0.0".into(),
+            Action::Relayed | Action::Delivered => "2.0.0".into(),
+        };
+        status.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\nAction: {action_name}\r\nStatus: {code}\r\n",
+            recipient.address
         ));
         if reply.as_bytes().first().is_some_and(u8::is_ascii_digit) {
             status.push_str(&format!("Diagnostic-Code: smtp; {reply}\r\n"));
         }
+        if let Action::Delayed { retry_until_unix } = report.action {
+            status.push_str(&format!(
+                "Will-Retry-Until: {}\r\n",
+                rfc5322_date(retry_until_unix)
+            ));
+        }
     }
-    let headers_end = original
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .map(|position| position + 2)
-        .unwrap_or(original.len())
-        .min(ORIGINAL_HEADERS_MAX_BYTES);
-    let original_headers = String::from_utf8_lossy(&original[..headers_end]).into_owned();
-    let report = MimePart::new(
+    let full = report.return_full && matches!(report.action, Action::Failed(_));
+    let returned = if full {
+        // RFC 2046 section 5.2.1: message/rfc822 is never base64 or quoted-printable.
+        MimePart::new(
+            ContentType::new("message/rfc822"),
+            BodyPart::Binary(original.to_vec().into()),
+        )
+        .transfer_encoding(if original.is_ascii() { "7bit" } else { "8bit" })
+    } else {
+        let headers_end = original
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .map(|position| position + 2)
+            .unwrap_or(original.len())
+            .min(ORIGINAL_HEADERS_MAX_BYTES);
+        MimePart::new(
+            ContentType::new("text/rfc822-headers"),
+            BodyPart::Text(
+                String::from_utf8_lossy(&original[..headers_end])
+                    .into_owned()
+                    .into(),
+            ),
+        )
+    };
+    let body = MimePart::new(
         ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
         BodyPart::Multipart(vec![
             MimePart::new(ContentType::new("text/plain"), BodyPart::Text(human.into())),
@@ -83,26 +210,22 @@ pub fn build_bounce(
                 ContentType::new("message/delivery-status"),
                 BodyPart::Text(status.into()),
             ),
-            MimePart::new(
-                ContentType::new("text/rfc822-headers"),
-                BodyPart::Text(original_headers.into()),
-            ),
+            returned,
         ]),
     );
     let postmaster = format!("MAILER-DAEMON@{reporting_host}");
-    let message = MessageBuilder::new()
+    MessageBuilder::new()
         .from(("Mail Delivery System", postmaster.as_str()))
-        .to(sender.to_string())
-        .subject("Undelivered Mail Returned to Sender")
+        .to(report.sender.to_string())
+        .subject(subject)
         .date(Date::new(crate::store::now_unix()))
         .header(
             "Auto-Submitted",
             mail_builder::headers::raw::Raw::new("auto-replied"),
         )
-        .body(report)
+        .body(body)
         .write_to_vec()
-        .ok()?;
-    Some(message)
+        .ok()
 }
 
 /// The RFC 3463 code of a reply (`550 5.1.1 ...` gives `5.1.1`), or a generic one.
@@ -142,25 +265,29 @@ pub use letterlock_types::time::rfc5322_date;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Recipient;
-    use letterlock_types::EmailAddress;
+    use crate::store::{DsnRequest, Notify, Recipient};
 
     #[test]
     fn a_bounce_is_a_multipart_report_with_the_status_of_each_failed_recipient() {
-        let envelope = Envelope {
+        let recipient = |address: &str, state, reply: &str| Recipient {
+            address: EmailAddress::try_from(address).expect("address"),
+            state,
+            last_reply: Some(reply.into()),
+            notify: Notify::default(),
+            orcpt: None,
+            delay_reported: false,
+        };
+        let mut envelope = Envelope {
             sender: Some(EmailAddress::try_from("alice@example.org").expect("address")),
             requiretls: false,
+            dsn: DsnRequest::default(),
             recipients: vec![
-                Recipient {
-                    address: EmailAddress::try_from("nobody@remote.test").expect("address"),
-                    state: RecipientState::Failed,
-                    last_reply: Some("550 5.1.1 no such user".into()),
-                },
-                Recipient {
-                    address: EmailAddress::try_from("carol@remote.test").expect("address"),
-                    state: RecipientState::Delivered,
-                    last_reply: Some("250 ok".into()),
-                },
+                recipient(
+                    "nobody@remote.test",
+                    RecipientState::Failed,
+                    "550 5.1.1 no such user",
+                ),
+                recipient("carol@remote.test", RecipientState::Delivered, "250 ok"),
             ],
             last_error: None,
         };
@@ -191,5 +318,26 @@ mod tests {
         let mut null_sender = envelope.clone();
         null_sender.sender = None;
         assert!(build_bounce("mx", &null_sender, original, 0, BounceReason::Refused).is_none());
+
+        // RET=FULL and ENVID, ORCPT echoed; NOTIFY=NEVER silences the report.
+        envelope.dsn = DsnRequest {
+            ret_full: true,
+            envid: Some("QQ314159".into()),
+        };
+        envelope.recipients[0].orcpt = Some("Nobody@Remote.test".into());
+        let full =
+            build_bounce("mx", &envelope, original, 0, BounceReason::Refused).expect("bounce");
+        let text = String::from_utf8_lossy(&full);
+        assert!(text.contains("Original-Envelope-Id: QQ314159"), "{text}");
+        assert!(
+            text.contains("Original-Recipient: rfc822; Nobody@Remote.test"),
+            "{text}"
+        );
+        assert!(
+            text.contains("message/rfc822") && text.contains("secret body"),
+            "{text}"
+        );
+        envelope.recipients[0].notify = Notify::NEVER;
+        assert!(build_bounce("mx", &envelope, original, 0, BounceReason::Refused).is_none());
     }
 }

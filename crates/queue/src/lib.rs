@@ -17,9 +17,12 @@
 //! - `dsn`: bounces as RFC 3464 delivery status notifications.
 //! - `dkim`: per-domain Ed25519 (RFC 8463) and RSA (RFC 6376) keys, signing, DNS records.
 //!
-//! Not here yet: TLS-RPT (RFC 8460) reports; DSN requests of the
-//! submitter (RFC 3461 NOTIFY/RET/ENVID) are not honoured (failures are always reported,
-//! successes never).
+//! DSN requests (RFC 3461) are honoured: NOTIFY decides which reports go out (failure by
+//! default; success as "relayed" when the next server does not do DSN, else passed on with
+//! ORCPT; delay once after [`runner::DELAY_REPORT_AFTER_SECS`]), RET=FULL returns the whole
+//! message with a failure report, ENVID is echoed.
+//!
+//! Not here yet: TLS-RPT (RFC 8460) reports.
 
 use std::sync::Arc;
 
@@ -39,7 +42,10 @@ pub use error::{QueueError, Result};
 pub use resolver::{HickoryResolver, MapResolver, Resolver};
 pub use runner::{Runner, RunnerSettings};
 pub use spool_key::SpoolKey;
-pub use store::{EntryStatus, Envelope, Queue, QueueId, QueueSettings, RecipientState};
+pub use store::{
+    DsnRequest, EntryStatus, Envelope, Notify, Queue, QueueId, QueueSettings, RecipientRequest,
+    RecipientState,
+};
 
 /// What the SMTP submission path needs to send mail out: the queue, the DKIM keys of the local
 /// domains, and the runner's wake-up (so a submitted message leaves at once, not at the next

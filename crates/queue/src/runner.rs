@@ -18,11 +18,11 @@ use letterlock_types::{Domain, EmailAddress};
 use tokio::sync::Notify;
 
 use crate::client::{deliver_to_host, ClientSettings, RcptOutcome, TlsPolicy, Transaction};
-use crate::dsn::{build_bounce, BounceReason};
+use crate::dsn::{self, build_bounce, build_report, Action, BounceReason, Report, Reported};
 use crate::error::{QueueError, Result};
 use crate::mta_sts::{self, FetchSettings, Mode};
 use crate::resolver::{route, DnsError, Resolver, Route};
-use crate::store::{now_unix, Claimed, Envelope, Finish, Queue, RecipientState};
+use crate::store::{self, now_unix, Claimed, Envelope, Finish, Queue, RecipientState};
 
 /// First retry after a temporary failure; each later one waits twice as long...
 pub const RETRY_INITIAL_SECS: u64 = 60;
@@ -33,6 +33,9 @@ pub const RETRY_MAX_SECS: u64 = 3600;
 pub const LEASE_SECS: u64 = 30 * 60;
 /// Entries claimed, and delivered concurrently, per round.
 pub const CLAIM_BATCH_MAX: usize = 16;
+/// RFC 3461 NOTIFY=DELAY: a recipient still waiting this long after arrival gets one delay
+/// report (Postfix's `delay_warning_time` is off by default; 4 hours is its suggestion).
+pub const DELAY_REPORT_AFTER_SECS: i64 = 4 * 3600;
 /// The runner looks at the queue at least this often, even without being woken.
 pub const POLL_INTERVAL_SECS: u64 = 30;
 
@@ -182,8 +185,9 @@ impl Runner {
     async fn process(&self, claimed: Claimed, now: i64) -> Result<Finish> {
         let mut envelope = claimed.envelope.clone();
         let before = envelope.clone();
+        let mut relayed = Vec::new();
         for (domain, recipients) in envelope.pending_by_domain() {
-            let outcomes = self
+            let (outcomes, dsn_passed_on) = self
                 .deliver_domain(&domain, &recipients, &envelope, &claimed.message, now)
                 .await;
             for (recipient, outcome) in outcomes {
@@ -191,6 +195,14 @@ impl Runner {
                     RcptOutcome::Delivered(reply) => {
                         tracing::info!(entry = %claimed.id, %recipient, %reply, "delivered");
                         envelope.set_state(&recipient, RecipientState::Delivered, &reply);
+                        // RFC 3461 section 6.2.4: NOTIFY=SUCCESS to a server without DSN
+                        // ends here with a "relayed" report; with DSN the server reports.
+                        let wanted = envelope.recipients.iter().find(|candidate| {
+                            candidate.address == recipient && candidate.notify.success
+                        });
+                        if let (Some(wanted), false) = (wanted, dsn_passed_on) {
+                            relayed.push(dsn::reported(wanted));
+                        }
                     }
                     RcptOutcome::Permanent(reply) => {
                         tracing::info!(entry = %claimed.id, %recipient, %reply, "refused");
@@ -243,8 +255,9 @@ impl Runner {
         } else {
             BounceReason::Refused
         };
+        let hostname = &self.inner.settings.client.hostname;
         if let Some(bounce) = build_bounce(
-            &self.inner.settings.client.hostname,
+            hostname,
             &newly_failed,
             &claimed.message,
             claimed.created_unix,
@@ -252,6 +265,46 @@ impl Runner {
         ) {
             if let Some(sender) = &envelope.sender {
                 self.send_bounce(sender.clone(), bounce).await?;
+            }
+        }
+        let delayed: Vec<Reported> = envelope
+            .recipients
+            .iter_mut()
+            .filter(|recipient| {
+                recipient.state == RecipientState::Pending
+                    && recipient.notify.given
+                    && recipient.notify.delay
+                    && !recipient.delay_reported
+                    && now.saturating_sub(claimed.created_unix) >= DELAY_REPORT_AFTER_SECS
+            })
+            .map(|recipient| {
+                recipient.delay_reported = true;
+                dsn::reported(recipient)
+            })
+            .collect();
+        for (action, recipients) in [
+            (Action::Relayed, relayed),
+            (
+                Action::Delayed {
+                    retry_until_unix: claimed.expires_unix,
+                },
+                delayed,
+            ),
+        ] {
+            let Some(sender) = &envelope.sender else {
+                break;
+            };
+            let report = Report {
+                reporting_host: hostname,
+                sender,
+                action,
+                recipients,
+                envelope_id: envelope.dsn.envid.as_deref(),
+                return_full: false,
+                arrival_unix: claimed.created_unix,
+            };
+            if let Some(message) = build_report(&report, &claimed.message) {
+                self.send_bounce(sender.clone(), message).await?;
             }
         }
         let finish = if envelope.has_pending() {
@@ -314,12 +367,13 @@ impl Runner {
         envelope: &Envelope,
         message: &[u8],
         now: i64,
-    ) -> Vec<(EmailAddress, RcptOutcome)> {
+    ) -> (Vec<(EmailAddress, RcptOutcome)>, bool) {
         let all = |outcome: RcptOutcome| {
-            recipients
+            let outcomes = recipients
                 .iter()
                 .map(|recipient| (recipient.clone(), outcome.clone()))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (outcomes, false)
         };
         let resolver = self.inner.resolver.as_ref();
         let hosts = match route(resolver, domain.as_str()).await {
@@ -366,11 +420,24 @@ impl Runner {
                 "451 4.7.5 MTA-STS: none of the MX hosts of {domain} is named by its policy"
             )));
         }
+        let recipient_dsn: Vec<(store::Notify, Option<String>)> = recipients
+            .iter()
+            .map(|address| {
+                envelope
+                    .recipients
+                    .iter()
+                    .find(|recipient| &recipient.address == address)
+                    .map(|recipient| (recipient.notify, recipient.orcpt.clone()))
+                    .unwrap_or_default()
+            })
+            .collect();
         let transaction = Transaction {
             sender: envelope.sender.as_ref(),
             recipients,
             message,
             requiretls: envelope.requiretls,
+            dsn: &envelope.dsn,
+            recipient_dsn: &recipient_dsn,
         };
         let mut last_failure: Option<(bool, String)> = None;
         let mut any_temporary = false;
@@ -409,7 +476,7 @@ impl Runner {
             };
             for ip in addresses {
                 match deliver_to_host(&settings.client, &host, ip, &transaction, &tls).await {
-                    Ok(outcomes) => return outcomes,
+                    Ok(delivery) => return (delivery.outcomes, delivery.dsn_passed_on),
                     Err(failure) => {
                         tracing::info!(%host, %ip, failure = %failure.text, "host failed");
                         any_temporary |= !failure.permanent;

@@ -97,12 +97,89 @@ pub enum RecipientState {
     Failed,
 }
 
+/// RFC 3461 NOTIFY: which reports the submitter wants for a recipient.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    /// NOTIFY was given; without it, failures are reported and nothing else.
+    pub given: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl Notify {
+    pub const NEVER: Notify = Notify {
+        given: true,
+        success: false,
+        failure: false,
+        delay: false,
+    };
+
+    pub fn wants_failure(&self) -> bool {
+        !self.given || self.failure
+    }
+
+    /// The RCPT parameter value (`SUCCESS,FAILURE`, `NEVER`), or `None` when not given.
+    pub fn parameter(&self) -> Option<String> {
+        if !self.given {
+            return None;
+        }
+        let mut kinds = Vec::new();
+        for (wanted, name) in [
+            (self.success, "SUCCESS"),
+            (self.failure, "FAILURE"),
+            (self.delay, "DELAY"),
+        ] {
+            if wanted {
+                kinds.push(name);
+            }
+        }
+        Some(if kinds.is_empty() {
+            "NEVER".into()
+        } else {
+            kinds.join(",")
+        })
+    }
+}
+
+/// RFC 3461, the message's part: RET and ENVID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DsnRequest {
+    /// RET=FULL: a failure report returns the whole message (otherwise its header section).
+    pub ret_full: bool,
+    /// ENVID, decoded from xtext.
+    pub envid: Option<String>,
+}
+
+/// A recipient to queue, with its DSN parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientRequest {
+    pub address: EmailAddress,
+    pub notify: Notify,
+    /// ORCPT (the address as the submitter gave it), decoded from xtext.
+    pub orcpt: Option<String>,
+}
+
+impl From<EmailAddress> for RecipientRequest {
+    fn from(address: EmailAddress) -> RecipientRequest {
+        RecipientRequest {
+            address,
+            notify: Notify::default(),
+            orcpt: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub address: EmailAddress,
     pub state: RecipientState,
     /// The last reply (or local reason) for this recipient, e.g. `550 5.1.1 no such user`.
     pub last_reply: Option<String>,
+    pub notify: Notify,
+    pub orcpt: Option<String>,
+    /// A delay report (NOTIFY=DELAY) went out already.
+    pub delay_reported: bool,
 }
 
 /// The envelope of a queued message (RFC 5321 section 2.3.1), with each recipient's state.
@@ -112,6 +189,7 @@ pub struct Envelope {
     pub sender: Option<EmailAddress>,
     /// RFC 8689: deliver only over verified TLS to servers that offer REQUIRETLS.
     pub requiretls: bool,
+    pub dsn: DsnRequest,
     pub recipients: Vec<Recipient>,
     /// The last failure that concerned the whole entry (DNS, connection, TLS).
     pub last_error: Option<String>,
@@ -240,12 +318,36 @@ impl Queue {
     }
 
     /// Put a message in the queue, durably: when this returns, the entry survives a crash.
-    /// `sender` `None` is the null reverse-path (bounces).
+    /// `sender` `None` is the null reverse-path (bounces). No DSN parameters: failures are
+    /// reported, nothing else.
     pub fn enqueue(
         &self,
         sender: Option<EmailAddress>,
         recipients: &[EmailAddress],
         requiretls: bool,
+        message: &[u8],
+    ) -> Result<QueueId> {
+        let recipients: Vec<RecipientRequest> = recipients
+            .iter()
+            .cloned()
+            .map(RecipientRequest::from)
+            .collect();
+        self.enqueue_with_dsn(
+            sender,
+            &recipients,
+            requiretls,
+            DsnRequest::default(),
+            message,
+        )
+    }
+
+    /// [`Queue::enqueue`] with the submitter's DSN parameters (RFC 3461).
+    pub fn enqueue_with_dsn(
+        &self,
+        sender: Option<EmailAddress>,
+        recipients: &[RecipientRequest],
+        requiretls: bool,
+        dsn: DsnRequest,
         message: &[u8],
     ) -> Result<QueueId> {
         if recipients.is_empty() {
@@ -263,21 +365,25 @@ impl Queue {
                 limit_bytes: self.settings.message_size_max_bytes,
             });
         }
-        let mut unique: Vec<EmailAddress> = Vec::with_capacity(recipients.len());
+        let mut unique: Vec<&RecipientRequest> = Vec::with_capacity(recipients.len());
         for recipient in recipients {
-            if !unique.contains(recipient) {
-                unique.push(recipient.clone());
+            if !unique.iter().any(|seen| seen.address == recipient.address) {
+                unique.push(recipient);
             }
         }
         let envelope = Envelope {
             sender,
             requiretls,
+            dsn,
             recipients: unique
                 .into_iter()
-                .map(|address| Recipient {
-                    address,
+                .map(|request| Recipient {
+                    address: request.address.clone(),
                     state: RecipientState::Pending,
                     last_reply: None,
+                    notify: request.notify,
+                    orcpt: request.orcpt.clone(),
+                    delay_reported: false,
                 })
                 .collect(),
             last_error: None,

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use letterlock_queue::store::{now_unix, Finish};
-use letterlock_queue::{MapResolver, Queue, QueueError, QueueSettings, RecipientState, SpoolKey};
+use letterlock_queue::{
+    DsnRequest, MapResolver, Notify, Queue, QueueError, QueueId, QueueSettings, RecipientRequest,
+    RecipientState, SpoolKey,
+};
 
 #[test]
 fn queued_mail_is_sealed_on_disk() {
@@ -375,4 +378,175 @@ async fn a_null_mx_fails_at_once_and_an_unreachable_host_is_retried() {
     let inbox_later = inbox(&setup.store, ALICE);
     assert_eq!(inbox_later.len(), 2);
     assert!(String::from_utf8_lossy(&inbox_later[1]).contains("Status: 4.4.7"));
+}
+
+fn with_dsn(notify: Notify, orcpt: &str) -> RecipientRequest {
+    RecipientRequest {
+        address: address("carol@remote.test"),
+        notify,
+        orcpt: Some(orcpt.into()),
+    }
+}
+
+fn notify(success: bool, failure: bool, delay: bool) -> Notify {
+    Notify {
+        given: true,
+        success,
+        failure,
+        delay,
+    }
+}
+
+fn enqueue_with_dsn(setup: &Setup, recipient: RecipientRequest, ret_full: bool) -> QueueId {
+    setup
+        .queue
+        .enqueue_with_dsn(
+            Some(address(ALICE)),
+            &[recipient],
+            false,
+            DsnRequest {
+                ret_full,
+                envid: Some("QQ314159 x".into()),
+            },
+            &message("dsn"),
+        )
+        .expect("enqueue")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_success_is_passed_on_to_a_dsn_server_and_reported_as_relayed_otherwise() {
+    // A server that does DSN gets the parameters (xtext-encoded) and the duty to report.
+    let first = setup();
+    let dsn_server =
+        FakeReceiver::start_advertising(None, &["DSN"], |_, _| "250 2.1.5 ok".into()).await;
+    enqueue_with_dsn(
+        &first,
+        with_dsn(notify(true, true, false), "Carol@Remote.test"),
+        true,
+    );
+    runner(&first, dsn_server.address.port(), resolver_to_localhost())
+        .run_once_at(now_unix())
+        .await
+        .expect("round");
+    let commands = dsn_server.commands.lock().expect("lock").clone();
+    assert!(
+        commands
+            .iter()
+            .any(|line| line.starts_with("MAIL FROM:<alice@example.org>")
+                && line.ends_with(" RET=FULL ENVID=QQ314159+20x")),
+        "{commands:?}"
+    );
+    assert!(
+        commands.contains(
+            &"RCPT TO:<carol@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Carol@Remote.test"
+                .to_string()
+        ),
+        "{commands:?}"
+    );
+    assert!(
+        inbox(&first.store, ALICE).is_empty(),
+        "the next server reports, not us"
+    );
+
+    // A server without DSN: the success report is ours, as "relayed", with ENVID and ORCPT.
+    let second = setup();
+    let plain = FakeReceiver::start(None, |_, _| "250 2.1.5 ok".into()).await;
+    enqueue_with_dsn(
+        &second,
+        with_dsn(notify(true, false, false), "Carol@Remote.test"),
+        false,
+    );
+    runner(&second, plain.address.port(), resolver_to_localhost())
+        .run_once_at(now_unix())
+        .await
+        .expect("round");
+    let commands = plain.commands.lock().expect("lock").clone();
+    assert!(
+        commands
+            .iter()
+            .all(|line| !line.contains("NOTIFY") && !line.contains("ENVID")),
+        "{commands:?}"
+    );
+    let reports = inbox(&second.store, ALICE);
+    assert_eq!(reports.len(), 1);
+    let text = String::from_utf8_lossy(&reports[0]);
+    for expected in [
+        "Action: relayed",
+        "Status: 2.0.0",
+        "Original-Envelope-Id: QQ314159 x",
+        "Original-Recipient: rfc822; Carol@Remote.test",
+        "Final-Recipient: rfc822; carol@remote.test",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_never_silences_failures_and_ret_full_returns_the_whole_message() {
+    let receiver = FakeReceiver::start(None, |_, _| "550 5.1.1 no such user".into()).await;
+    let silent = setup();
+    let id = enqueue_with_dsn(&silent, with_dsn(Notify::NEVER, "carol@remote.test"), true);
+    runner(&silent, receiver.address.port(), resolver_to_localhost())
+        .run_once_at(now_unix())
+        .await
+        .expect("round");
+    assert!(silent.queue.show(id).is_err(), "finished");
+    assert!(inbox(&silent.store, ALICE).is_empty(), "NOTIFY=NEVER");
+
+    let full = setup();
+    enqueue_with_dsn(
+        &full,
+        with_dsn(notify(false, true, false), "carol@remote.test"),
+        true,
+    );
+    runner(&full, receiver.address.port(), resolver_to_localhost())
+        .run_once_at(now_unix())
+        .await
+        .expect("round");
+    let bounces = inbox(&full.store, ALICE);
+    assert_eq!(bounces.len(), 1);
+    let text = String::from_utf8_lossy(&bounces[0]);
+    assert!(
+        text.contains("Action: failed") && text.contains("message/rfc822"),
+        "{text}"
+    );
+    assert!(text.contains(CANARY), "RET=FULL returns the body: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_delay_sends_one_delay_report_after_four_hours() {
+    let setup = setup();
+    let receiver = FakeReceiver::start(None, |_, _| "451 4.3.0 try again later".into()).await;
+    let id = enqueue_with_dsn(
+        &setup,
+        with_dsn(notify(false, true, true), "carol@remote.test"),
+        false,
+    );
+    let runner = runner(&setup, receiver.address.port(), resolver_to_localhost());
+    let start = now_unix();
+    runner.run_once_at(start).await.expect("round");
+    assert!(inbox(&setup.store, ALICE).is_empty(), "not late yet");
+    let late = start + letterlock_queue::runner::DELAY_REPORT_AFTER_SECS + 1;
+    runner.run_once_at(late).await.expect("round");
+    let reports = inbox(&setup.store, ALICE);
+    assert_eq!(reports.len(), 1);
+    let text = String::from_utf8_lossy(&reports[0]);
+    for expected in [
+        "Action: delayed",
+        "Will-Retry-Until:",
+        "Diagnostic-Code: smtp; 451 4.3.0",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    assert!(
+        !text.contains(CANARY),
+        "a delay report carries the header only"
+    );
+    runner.run_once_at(late + 7200).await.expect("round");
+    assert_eq!(
+        inbox(&setup.store, ALICE).len(),
+        1,
+        "one delay report, not one per attempt"
+    );
+    assert!(setup.queue.show(id).is_ok(), "still queued");
 }

@@ -114,6 +114,8 @@ pub struct FakeReceiver {
     pub messages: Arc<Mutex<Vec<Vec<u8>>>>,
     pub over_tls: Arc<Mutex<Vec<bool>>>,
     pub connections: Arc<Mutex<u32>>,
+    /// Every command line received, in order.
+    pub commands: Arc<Mutex<Vec<String>>>,
 }
 
 type ReplyToRcpt = Arc<dyn Fn(u32, &str) -> String + Send + Sync>;
@@ -122,6 +124,8 @@ type ReplyToRcpt = Arc<dyn Fn(u32, &str) -> String + Send + Sync>;
 struct Shared {
     messages: Arc<Mutex<Vec<Vec<u8>>>>,
     over_tls: Arc<Mutex<Vec<bool>>>,
+    commands: Arc<Mutex<Vec<String>>>,
+    extensions: Vec<String>,
     reply_to_rcpt: ReplyToRcpt,
 }
 
@@ -130,11 +134,22 @@ impl FakeReceiver {
         tls: Option<TlsAcceptor>,
         reply_to_rcpt: impl Fn(u32, &str) -> String + Send + Sync + 'static,
     ) -> FakeReceiver {
+        FakeReceiver::start_advertising(tls, &[], reply_to_rcpt).await
+    }
+
+    /// [`FakeReceiver::start`], with `extensions` added to its EHLO reply.
+    pub async fn start_advertising(
+        tls: Option<TlsAcceptor>,
+        extensions: &[&str],
+        reply_to_rcpt: impl Fn(u32, &str) -> String + Send + Sync + 'static,
+    ) -> FakeReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let shared = Shared {
             messages: Arc::new(Mutex::new(Vec::new())),
             over_tls: Arc::new(Mutex::new(Vec::new())),
+            commands: Arc::new(Mutex::new(Vec::new())),
+            extensions: extensions.iter().map(|name| name.to_string()).collect(),
             reply_to_rcpt: Arc::new(reply_to_rcpt),
         };
         let connections = Arc::new(Mutex::new(0u32));
@@ -163,6 +178,7 @@ impl FakeReceiver {
             messages: shared.messages,
             over_tls: shared.over_tls,
             connections,
+            commands: shared.commands,
         }
     }
 
@@ -191,13 +207,26 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
         let command = line.trim_end().to_string();
+        shared.commands.lock().expect("lock").push(command.clone());
         let upper = command.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
-            if offer_starttls {
-                "250-fake\r\n250-PIPELINING\r\n250 STARTTLS".to_string()
-            } else {
-                "250-fake\r\n250 8BITMIME".to_string()
-            }
+            let mut lines = vec!["fake".to_string(), "PIPELINING".into()];
+            lines.extend(shared.extensions.iter().cloned());
+            lines.push(
+                if offer_starttls {
+                    "STARTTLS"
+                } else {
+                    "8BITMIME"
+                }
+                .into(),
+            );
+            let last = lines.len() - 1;
+            lines
+                .iter()
+                .enumerate()
+                .map(|(index, line)| format!("250{}{line}", if index == last { ' ' } else { '-' }))
+                .collect::<Vec<_>>()
+                .join("\r\n")
         } else if upper == "STARTTLS" && offer_starttls {
             let _ = lines.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await;
             return Some(lines.into_inner());
