@@ -3,9 +3,9 @@
 //! Extensions: PIPELINING (RFC 2920), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), SIZE
 //! (RFC 1870), ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), CHUNKING (RFC 3030), STARTTLS
 //! (RFC 3207), REQUIRETLS (RFC 8689, offered only over TLS), AUTH PLAIN and LOGIN (RFC 4954,
-//! RFC 4616; submission only, only over TLS). DSN parameters (RFC 3461: RET, ENVID, NOTIFY,
-//! ORCPT) are accepted and ignored: DSN is not advertised; the outbound queue reports every
-//! failure and no success.
+//! RFC 4616; submission only, only over TLS), DSN (RFC 3461: RET, ENVID, NOTIFY and ORCPT
+//! go with the message into the outbound queue; NOTIFY=SUCCESS of a local recipient is
+//! answered with a "delivered" report once the copy is committed).
 //!
 //! The session reads commands, answers them, and flushes its answers whenever it would wait for
 //! the client (RFC 2920 section 3.2), so a pipelining client gets its replies in one write.
@@ -34,9 +34,12 @@ use crate::batcher::{DeliveryBatcher, DeliveryError};
 use crate::framing::{take_chunk, BodyError, CommandLine, DataReader, InputBuffer};
 use crate::limiter::AuthLimiter;
 use crate::reply::Reply;
-use crate::settings::{Settings, AUTH_LINE_LENGTH_MAX_BYTES};
+use crate::settings::{
+    Settings, AUTH_LINE_LENGTH_MAX_BYTES, DSN_ENVID_LENGTH_MAX, DSN_ORCPT_LENGTH_MAX,
+};
 use crate::trace::{new_transaction_id, now_unix, trace_headers, TraceInfo};
-use letterlock_queue::{Outbound, QueueError};
+use letterlock_queue::dsn::{build_report, Action, Report, Reported};
+use letterlock_queue::{DsnRequest, Notify, Outbound, QueueError, RecipientRequest};
 
 /// Bytes read from the socket at once.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -106,6 +109,10 @@ struct Transaction {
     smtputf8: bool,
     /// RFC 8689: the submitter asked that the message travel only over verified TLS.
     requiretls: bool,
+    /// RFC 3461: RET and ENVID of MAIL.
+    dsn: DsnRequest,
+    /// RFC 3461: NOTIFY and ORCPT of the RCPTs that gave them.
+    recipient_dsn: Vec<(EmailAddress, Notify, Option<String>)>,
     /// BDAT chunks so far, or `None` before the first chunk.
     chunks: Option<Vec<u8>>,
     chunks_too_large: bool,
@@ -114,6 +121,51 @@ struct Transaction {
 impl Transaction {
     fn recipient_count(&self) -> usize {
         self.recipients.len() + self.remote_recipients.len()
+    }
+
+    /// A recipient with the DSN parameters its RCPT gave.
+    fn request(&self, address: EmailAddress) -> RecipientRequest {
+        match self
+            .recipient_dsn
+            .iter()
+            .find(|(candidate, _, _)| *candidate == address)
+        {
+            Some((_, notify, orcpt)) => RecipientRequest {
+                address,
+                notify: *notify,
+                orcpt: orcpt.clone(),
+            },
+            None => RecipientRequest::from(address),
+        }
+    }
+}
+
+/// RFC 3461 sections 4.2 and 4.4: ENVID and ORCPT have length limits, and a decoded value
+/// with control characters would break the report it is echoed in.
+fn dsn_value_refused(name: &str, value: Option<&String>, length_max: usize) -> Option<Reply> {
+    let value = value?;
+    (value.chars().count() > length_max || value.chars().any(char::is_control)).then(|| {
+        Reply::new(
+            501,
+            "5.5.4",
+            format!("{name} is longer than {length_max} characters or has control characters"),
+        )
+    })
+}
+
+/// RFC 3461 NOTIFY from smtp-proto's flags.
+fn notify_of(flags: u64) -> Notify {
+    if flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 {
+        return Notify::NEVER;
+    }
+    let success = flags & smtp_proto::RCPT_NOTIFY_SUCCESS != 0;
+    let failure = flags & smtp_proto::RCPT_NOTIFY_FAILURE != 0;
+    let delay = flags & smtp_proto::RCPT_NOTIFY_DELAY != 0;
+    Notify {
+        given: success || failure || delay,
+        success,
+        failure,
+        delay,
     }
 }
 
@@ -507,7 +559,7 @@ impl SmtpServer {
                 self.respond(conn, state, reply).await
             }
             Request::Rcpt { to } => {
-                let reply = self.rcpt(state, to.address, &framed).await;
+                let reply = self.rcpt(state, to, &framed).await;
                 self.respond(conn, state, reply).await
             }
             Request::Data => self.data(conn, state).await,
@@ -589,6 +641,7 @@ impl SmtpServer {
             format!("SIZE {}", self.settings.message_size_max_bytes),
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
+            "DSN".into(),
         ];
         if state.can_starttls {
             lines.push("STARTTLS".into());
@@ -633,6 +686,10 @@ impl SmtpServer {
                 "quoted local parts and source routes are not accepted",
             );
         }
+        if let Some(reply) = dsn_value_refused("ENVID", from.env_id.as_ref(), DSN_ENVID_LENGTH_MAX)
+        {
+            return reply;
+        }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !from.address.is_ascii() && !smtputf8 {
             return Reply::new(553, "5.6.7", "non-ASCII address needs SMTPUTF8");
@@ -654,15 +711,25 @@ impl SmtpServer {
             sender: from.address,
             smtputf8,
             requiretls: from.flags & smtp_proto::MAIL_REQUIRETLS != 0,
+            dsn: DsnRequest {
+                ret_full: from.flags & smtp_proto::MAIL_RET_FULL != 0,
+                envid: from.env_id,
+            },
             ..Transaction::default()
         });
         Reply::new(250, "2.1.0", "sender OK")
     }
 
-    async fn rcpt(&self, state: &mut State, address: String, raw: &[u8]) -> Reply {
+    async fn rcpt(&self, state: &mut State, to: smtp_proto::RcptTo<String>, raw: &[u8]) -> Reply {
         let Some(transaction) = &state.transaction else {
             return Reply::new(503, "5.5.1", "send MAIL first");
         };
+        let address = to.address;
+        let notify = notify_of(to.flags);
+        if let Some(reply) = dsn_value_refused("ORCPT", to.orcpt.as_ref(), DSN_ORCPT_LENGTH_MAX) {
+            return reply;
+        }
+        let orcpt = to.orcpt;
         if transaction.chunks.is_some() {
             return Reply::new(503, "5.5.1", "RCPT after BDAT");
         }
@@ -716,6 +783,11 @@ impl SmtpServer {
                 (Mode::Submission, Some(_)) => {
                     if let Some(transaction) = &mut state.transaction {
                         if !transaction.remote_recipients.contains(&recipient) {
+                            if notify.given || orcpt.is_some() {
+                                transaction
+                                    .recipient_dsn
+                                    .push((recipient.clone(), notify, orcpt));
+                            }
                             transaction.remote_recipients.push(recipient);
                         }
                     }
@@ -725,6 +797,11 @@ impl SmtpServer {
             Ok(Ok(Some(_))) => {
                 if let Some(transaction) = &mut state.transaction {
                     if !transaction.recipients.contains(&recipient) {
+                        if notify.given || orcpt.is_some() {
+                            transaction
+                                .recipient_dsn
+                                .push((recipient.clone(), notify, orcpt));
+                        }
                         transaction.recipients.push(recipient);
                     }
                 }
@@ -843,7 +920,7 @@ impl SmtpServer {
     /// The end of a message: check it, add the trace headers, deliver it through the group
     /// committer and, on submission, keep a copy in the user's Sent mailbox.
     async fn accept(&self, state: &mut State, body: Vec<u8>) -> Reply {
-        let Some(transaction) = state.transaction.take() else {
+        let Some(mut transaction) = state.transaction.take() else {
             return Reply::new(503, "5.5.1", "send MAIL first");
         };
         if let Some(authenticated) = &state.auth {
@@ -972,7 +1049,7 @@ impl SmtpServer {
             None => (body, Vec::new()),
         };
         let transaction_id = new_transaction_id();
-        let remote = transaction.remote_recipients;
+        let remote = std::mem::take(&mut transaction.remote_recipients);
         let requiretls = transaction.requiretls;
         let sender = EmailAddress::try_from(transaction.sender.as_str()).ok();
         if !transaction.recipients.is_empty() {
@@ -987,14 +1064,17 @@ impl SmtpServer {
                 Ok(message) => message,
                 Err(reply) => return reply,
             };
+            let delivered = transaction.recipients.clone();
             match self
                 .batcher
-                .deliver(transaction.recipients, message, filing)
+                .deliver(transaction.recipients.clone(), message, filing)
                 .await
             {
                 Ok(_) => {}
                 Err(error) => return delivery_error_reply(&error),
             }
+            self.report_local_success(state, &transaction, delivered, &body)
+                .await;
         }
         if !remote.is_empty() {
             // Remote recipients whose keys are known get it end-to-end encrypted (one copy for
@@ -1021,8 +1101,18 @@ impl SmtpServer {
                             &body,
                         )
                         .await?;
-                    self.enqueue(sender.clone(), recipients, requiretls, message)
-                        .await
+                    let requests = recipients
+                        .into_iter()
+                        .map(|address| transaction.request(address))
+                        .collect();
+                    self.enqueue(
+                        sender.clone(),
+                        requests,
+                        requiretls,
+                        transaction.dsn.clone(),
+                        message,
+                    )
+                    .await
                 };
                 if let Err(reply) = queued.await {
                     return reply;
@@ -1034,6 +1124,72 @@ impl SmtpServer {
                 .await;
         }
         Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
+    }
+
+    /// RFC 3461 NOTIFY=SUCCESS for local recipients: once their copy is committed, a
+    /// "delivered" report goes to the sender: into the sender's INBOX when local, through the
+    /// queue (with the null sender) otherwise. A report that cannot be sent is logged: the
+    /// message itself is delivered and acknowledged regardless.
+    async fn report_local_success(
+        &self,
+        state: &State,
+        transaction: &Transaction,
+        delivered: Vec<EmailAddress>,
+        original: &[u8],
+    ) {
+        let Ok(sender) = EmailAddress::try_from(transaction.sender.as_str()) else {
+            return;
+        };
+        let recipients: Vec<Reported> = delivered
+            .into_iter()
+            .map(|address| transaction.request(address))
+            .filter(|request| request.notify.success)
+            .map(|request| Reported {
+                address: request.address.to_string(),
+                original_recipient: request.orcpt,
+                reply: "250 2.0.0 delivered to the mailbox".into(),
+            })
+            .collect();
+        let report = Report {
+            reporting_host: &state.hostname,
+            sender: &sender,
+            action: Action::Delivered,
+            recipients,
+            envelope_id: transaction.dsn.envid.as_deref(),
+            return_full: false,
+            arrival_unix: now_unix(),
+        };
+        let Some(message) = build_report(&report, original) else {
+            return;
+        };
+        let store = self.store.clone();
+        let local = {
+            let sender = sender.clone();
+            tokio::task::spawn_blocking(move || store.has_domain(sender.domain()))
+                .await
+                .map(|found| found.unwrap_or(false))
+                .unwrap_or(false)
+        };
+        let sent = if local {
+            self.batcher
+                .deliver(vec![sender.clone()], message, Filing::Inbox)
+                .await
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        } else {
+            self.enqueue(
+                None,
+                vec![RecipientRequest::from(sender.clone())],
+                false,
+                DsnRequest::default(),
+                message,
+            )
+            .await
+            .map_err(|reply| format!("{reply:?}"))
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%sender, %error, "delivery report not sent");
+        }
     }
 
     /// `body` as it is stored or sent: our trace headers, then DKIM signatures (submission),
@@ -1080,8 +1236,9 @@ impl SmtpServer {
     async fn enqueue(
         &self,
         sender: Option<EmailAddress>,
-        recipients: Vec<EmailAddress>,
+        recipients: Vec<RecipientRequest>,
         requiretls: bool,
+        dsn: DsnRequest,
         message: Vec<u8>,
     ) -> Result<(), Reply> {
         let Some(outbound) = &self.outbound else {
@@ -1093,7 +1250,7 @@ impl SmtpServer {
         };
         let queue = outbound.queue.clone();
         let queued = tokio::task::spawn_blocking(move || {
-            queue.enqueue(sender, &recipients, requiretls, &message)
+            queue.enqueue_with_dsn(sender, &recipients, requiretls, dsn, &message)
         })
         .await;
         match queued {

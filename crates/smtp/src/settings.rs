@@ -15,6 +15,10 @@ use crate::auth::SenderAuthenticator;
 pub const COMMAND_LINE_LENGTH_MAX_BYTES: usize = 1000;
 /// RFC 4954 section 4: an AUTH command with an initial response may be up to 12288 octets.
 pub const AUTH_LINE_LENGTH_MAX_BYTES: usize = 12288;
+/// RFC 3461 section 4.4: an ENVID is at most 100 characters.
+pub const DSN_ENVID_LENGTH_MAX: usize = 100;
+/// RFC 3461 section 4.2: an ORCPT is at most 500 characters.
+pub const DSN_ORCPT_LENGTH_MAX: usize = 500;
 /// RFC 5321 section 4.5.3.1.6 says 1000 octets per text line; real mail breaks it (long HTML
 /// lines, badly wrapped base64), so DATA accepts lines up to this bound and refuses the message
 /// past it. The message size limit bounds memory anyway; this bounds one framing step.

@@ -337,3 +337,91 @@ fn base64_plain(user: &str, password: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }
+
+/// smtplib with RFC 3461 options: RET and ENVID on MAIL, NOTIFY and ORCPT on each RCPT.
+const SUBMIT_WITH_DSN: &str = r#"
+import smtplib, ssl, sys
+port, cafile, user, password = sys.argv[1:5]
+recipients = sys.argv[5:]
+message = sys.stdin.buffer.read()
+context = ssl.create_default_context(cafile=cafile)
+client = smtplib.SMTP("localhost", int(port), local_hostname="client.example")
+client.starttls(context=context)
+client.login(user, password)
+client.ehlo("client.example")
+assert client.has_extn("dsn"), client.esmtp_features
+print("sent", client.sendmail(user, recipients, message,
+    mail_options=["RET=HDRS", "ENVID=QQ314159+2Bx"],
+    rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Bob+40Example.org"]))
+client.quit()
+"#;
+
+/// Alice asks for success reports (smtplib's DSN options): her local recipient's copy is
+/// answered at once with a "delivered" report carrying her ENVID and ORCPT; the remote
+/// recipient's entry keeps the parameters, which go on to the next server (a Letterlock,
+/// which does DSN), so no "relayed" report follows from us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsn_requests_of_a_submission_are_honoured_locally_and_passed_on() {
+    let sender = test_store();
+    let receiver = test_store_for("remote.test", &[CAROL]);
+    let TwoServers {
+        queue,
+        sending,
+        receiving,
+        ..
+    } = two_servers(&sender, &receiver).await;
+    let message = format!(
+        "From: {ALICE}\r\nTo: {BOB}, {CAROL}\r\nSubject: please confirm\r\nMessage-ID: <dsn@example.org>\r\n\r\n{CANARY}\r\n"
+    );
+    let (ok, stdout, stderr) = run_program(
+        "python3",
+        vec![
+            "-c".into(),
+            SUBMIT_WITH_DSN.into(),
+            sending.submission_starttls.port().to_string(),
+            sending.certificate.display().to_string(),
+            ALICE.into(),
+            PASSWORD.into(),
+            BOB.into(),
+            CAROL.into(),
+        ],
+        Some(message.into_bytes()),
+    )
+    .await;
+    assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
+
+    let reports = inbox(&sender.store, ALICE);
+    assert_eq!(reports.len(), 1, "one delivered report, for Bob");
+    let text = String::from_utf8_lossy(&reports[0]);
+    for expected in [
+        "Action: delivered",
+        "Final-Recipient: rfc822; bob@example.org",
+        "Original-Recipient: rfc822; Bob@Example.org",
+        "Original-Envelope-Id: QQ314159+x",
+        "Subject: please confirm",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    assert!(
+        !text.contains(CANARY),
+        "a success report returns the header only"
+    );
+
+    let entries = queue.list().expect("list");
+    assert_eq!(entries.len(), 1);
+    let envelope = &entries[0].envelope;
+    assert_eq!(envelope.dsn.envid.as_deref(), Some("QQ314159+x"));
+    assert!(!envelope.dsn.ret_full);
+    let carol = &envelope.recipients[0];
+    assert!(
+        carol.notify.given && carol.notify.success && carol.notify.failure && !carol.notify.delay
+    );
+
+    deliver_queue(&queue, &sender, &receiving, 1).await;
+    assert_eq!(inbox(&receiver.store, CAROL).len(), 1);
+    assert_eq!(
+        inbox(&sender.store, ALICE).len(),
+        1,
+        "the next server took the report over"
+    );
+}

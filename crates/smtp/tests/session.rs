@@ -468,3 +468,43 @@ async fn concurrent_sessions_each_get_their_own_message_through_group_commit() {
     sent.sort();
     assert_eq!(stored, sent);
 }
+
+/// DSN (RFC 3461) is offered; its parameters are checked (lengths by smtp-proto, and here
+/// control characters that xtext could smuggle into a report), and bad ones are refused
+/// without ending the session.
+#[tokio::test]
+async fn dsn_is_offered_and_its_parameters_are_checked() {
+    let store = test_store();
+    let server = smtp_server(&store.store, test_settings());
+    let long_envid = "e".repeat(101);
+    let long_orcpt = format!("rfc822;{}@example.org", "o".repeat(500));
+    let input = format!(
+        "EHLO client.example\r\n\
+MAIL FROM:<bob@example.net> ENVID={long_envid}\r\n\
+MAIL FROM:<bob@example.net> ENVID=x+0D+0AX-Injected:+20yes\r\n\
+MAIL FROM:<bob@example.net> RET=HDRS ENVID=QQ314159\r\n\
+RCPT TO:<{ALICE}> NOTIFY=SOMETIMES\r\n\
+RCPT TO:<{ALICE}> NOTIFY=SUCCESS ORCPT={long_orcpt}\r\n\
+RCPT TO:<{ALICE}> NOTIFY=SUCCESS ORCPT=rfc822;a+0A@example.org\r\n\
+RCPT TO:<{ALICE}> NOTIFY=NEVER ORCPT=rfc822;Alice+40Example.org\r\n\
+RSET\r\nQUIT\r\n"
+    );
+    let output = converse(&server, Mode::Inbound, input.as_bytes()).await;
+    assert!(
+        output.contains("250 DSN\r\n") || output.contains("250-DSN\r\n"),
+        "{output}"
+    );
+    assert_eq!(
+        codes(&output),
+        ["220", "250", "501", "501", "250", "501", "501", "501", "250", "250", "221"],
+        "{output}"
+    );
+    assert!(
+        output.contains("501 5.5.4 ENVID is longer than 100 characters or has control"),
+        "{output}"
+    );
+    assert!(
+        output.contains("501 5.5.4 ORCPT is longer than 500 characters or has control"),
+        "{output}"
+    );
+}
