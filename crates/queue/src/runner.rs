@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use letterlock_mailstore::MailStore;
 use letterlock_types::{Domain, EmailAddress};
-use tokio::sync::Notify;
+use std::collections::HashMap;
+
+use tokio::sync::{Notify, Semaphore};
 
 use crate::client::{deliver_to_host, ClientSettings, RcptOutcome, TlsPolicy, Transaction};
 use crate::dsn::{self, build_bounce, build_report, Action, BounceReason, Report, Reported};
@@ -36,6 +38,12 @@ pub const CLAIM_BATCH_MAX: usize = 16;
 /// RFC 3461 NOTIFY=DELAY: a recipient still waiting this long after arrival gets one delay
 /// report (Postfix's `delay_warning_time` is off by default; 4 hours is its suggestion).
 pub const DELAY_REPORT_AFTER_SECS: i64 = 4 * 3600;
+/// SMTP transactions open at once to one destination domain: enough to keep a queue moving,
+/// few enough not to look like an attack on a small server (Postfix's
+/// `default_destination_concurrency_limit` is 20; mox delivers one at a time).
+pub const DESTINATION_CONCURRENCY_MAX: usize = 4;
+/// Destinations whose concurrency is tracked before idle ones are forgotten.
+pub const DESTINATIONS_TRACKED_MAX: usize = 10_000;
 /// The runner looks at the queue at least this often, even without being woken.
 pub const POLL_INTERVAL_SECS: u64 = 30;
 
@@ -50,6 +58,7 @@ pub struct RunnerSettings {
     /// The HTTPS port MTA-STS policies are fetched from (443; tests use another).
     pub mta_sts_port: u16,
     pub mta_sts_timeout: Duration,
+    pub destination_concurrency_max: usize,
 }
 
 impl RunnerSettings {
@@ -63,6 +72,7 @@ impl RunnerSettings {
             poll_interval: Duration::from_secs(POLL_INTERVAL_SECS),
             mta_sts_port: 443,
             mta_sts_timeout: crate::mta_sts::FETCH_TIMEOUT,
+            destination_concurrency_max: DESTINATION_CONCURRENCY_MAX,
         }
     }
 }
@@ -89,6 +99,8 @@ struct Inner {
     resolver: Arc<dyn Resolver>,
     settings: RunnerSettings,
     wake: Arc<Notify>,
+    /// One semaphore per destination domain, bounding the transactions open to it.
+    destinations: std::sync::Mutex<HashMap<Domain, Arc<Semaphore>>>,
 }
 
 impl Runner {
@@ -105,6 +117,7 @@ impl Runner {
                 resolver,
                 settings,
                 wake: Arc::new(Notify::new()),
+                destinations: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -319,6 +332,25 @@ impl Runner {
         Ok(finish)
     }
 
+    /// The destination's semaphore (made on first use; idle ones are forgotten when too many
+    /// are tracked).
+    fn destination(&self, domain: &Domain) -> Arc<Semaphore> {
+        let limit = self.inner.settings.destination_concurrency_max.max(1);
+        let mut destinations = self
+            .inner
+            .destinations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if destinations.len() >= DESTINATIONS_TRACKED_MAX && !destinations.contains_key(domain) {
+            destinations.retain(|_, semaphore| semaphore.available_permits() < limit);
+        }
+        Arc::clone(
+            destinations
+                .entry(domain.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit))),
+        )
+    }
+
     /// 1 minute, 2, 4... up to the cap (each attempt counted once the previous one failed).
     fn backoff_secs(&self, attempts_before: u32) -> u64 {
         let settings = &self.inner.settings;
@@ -374,6 +406,11 @@ impl Runner {
                 .map(|recipient| (recipient.clone(), outcome.clone()))
                 .collect::<Vec<_>>();
             (outcomes, false)
+        };
+        let destination = self.destination(domain);
+        // The semaphore is never closed, so acquiring fails only if it were.
+        let Ok(_permit) = destination.acquire().await else {
+            return all(RcptOutcome::Temporary("451 4.3.0 shutting down".into()));
         };
         let resolver = self.inner.resolver.as_ref();
         let hosts = match route(resolver, domain.as_str()).await {

@@ -550,3 +550,77 @@ async fn notify_delay_sends_one_delay_report_after_four_hours() {
     );
     assert!(setup.queue.show(id).is_ok(), "still queued");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_to_one_destination_are_bounded_and_the_rest_wait_their_turn() {
+    let setup = setup();
+    let receiver = FakeReceiver::start_slow(std::time::Duration::from_millis(100)).await;
+    for index in 0..8 {
+        setup
+            .queue
+            .enqueue(
+                Some(address(ALICE)),
+                &[address("carol@remote.test")],
+                false,
+                &message(&format!("concurrency-{index}")),
+            )
+            .expect("enqueue");
+    }
+    let mut settings = letterlock_queue::RunnerSettings::new(client_settings(
+        receiver.address.port(),
+        rustls::RootCertStore::empty(),
+    ));
+    settings.destination_concurrency_max = 2;
+    let runner = runner_with(&setup, settings, resolver_to_localhost());
+    let round = runner.run_once_at(now_unix()).await.expect("round");
+    assert_eq!((round.claimed, round.finished), (8, 8), "{round:?}");
+    assert_eq!(receiver.delivered().len(), 8);
+    assert_eq!(
+        receiver
+            .sessions_max
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "never more than the limit at once, and the limit used"
+    );
+}
+
+/// The runner's own loop: it sleeps until woken (as submission wakes it), delivers, and stops
+/// when told to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_runner_delivers_when_woken_and_stops_on_shutdown() {
+    let setup = setup();
+    let receiver = FakeReceiver::start(None, |_, _| "250 2.1.5 ok".into()).await;
+    let runner = runner(&setup, receiver.address.port(), resolver_to_localhost());
+    let waker = runner.waker();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(runner.run(async move {
+        let _ = stopped.await;
+    }));
+    // Let it find the queue empty and go to sleep (the poll interval is 30 s).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("carol@remote.test")],
+            false,
+            &message("woken"),
+        )
+        .expect("enqueue");
+    waker.notify_one();
+    let delivered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while receiver.delivered().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        delivered.is_ok(),
+        "woken runner delivered well before its poll"
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(5), running)
+        .await
+        .expect("stopped on shutdown")
+        .expect("runner task");
+}

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -116,6 +117,8 @@ pub struct FakeReceiver {
     pub connections: Arc<Mutex<u32>>,
     /// Every command line received, in order.
     pub commands: Arc<Mutex<Vec<String>>>,
+    /// The most sessions that were open at once.
+    pub sessions_max: Arc<AtomicUsize>,
 }
 
 type ReplyToRcpt = Arc<dyn Fn(u32, &str) -> String + Send + Sync>;
@@ -126,6 +129,8 @@ struct Shared {
     over_tls: Arc<Mutex<Vec<bool>>>,
     commands: Arc<Mutex<Vec<String>>>,
     extensions: Vec<String>,
+    /// How long the reply to the end of DATA waits (a slow receiver).
+    data_delay: Duration,
     reply_to_rcpt: ReplyToRcpt,
 }
 
@@ -143,6 +148,20 @@ impl FakeReceiver {
         extensions: &[&str],
         reply_to_rcpt: impl Fn(u32, &str) -> String + Send + Sync + 'static,
     ) -> FakeReceiver {
+        FakeReceiver::launch(tls, extensions, Duration::ZERO, reply_to_rcpt).await
+    }
+
+    /// A receiver that takes `data_delay` to answer each message.
+    pub async fn start_slow(data_delay: Duration) -> FakeReceiver {
+        FakeReceiver::launch(None, &[], data_delay, |_, _| "250 2.1.5 ok".into()).await
+    }
+
+    async fn launch(
+        tls: Option<TlsAcceptor>,
+        extensions: &[&str],
+        data_delay: Duration,
+        reply_to_rcpt: impl Fn(u32, &str) -> String + Send + Sync + 'static,
+    ) -> FakeReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let shared = Shared {
@@ -150,10 +169,14 @@ impl FakeReceiver {
             over_tls: Arc::new(Mutex::new(Vec::new())),
             commands: Arc::new(Mutex::new(Vec::new())),
             extensions: extensions.iter().map(|name| name.to_string()).collect(),
+            data_delay,
             reply_to_rcpt: Arc::new(reply_to_rcpt),
         };
         let connections = Arc::new(Mutex::new(0u32));
+        let open = Arc::new(AtomicUsize::new(0));
+        let sessions_max = Arc::new(AtomicUsize::new(0));
         let (receiver_shared, counted) = (shared.clone(), Arc::clone(&connections));
+        let (open_now, most) = (Arc::clone(&open), Arc::clone(&sessions_max));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let number = {
@@ -162,7 +185,10 @@ impl FakeReceiver {
                     *count
                 };
                 let (shared, tls) = (receiver_shared.clone(), tls.clone());
+                let (open_now, most) = (Arc::clone(&open_now), Arc::clone(&most));
                 tokio::spawn(async move {
+                    let now_open = open_now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now_open, Ordering::SeqCst);
                     let upgrade = serve(stream, true, tls.is_some(), number, &shared).await;
                     if let (Some(plain), Some(acceptor)) = (upgrade, tls) {
                         // A failed handshake (the client refused the certificate) ends it.
@@ -170,6 +196,7 @@ impl FakeReceiver {
                             serve(secure, false, false, number, &shared).await;
                         }
                     }
+                    open_now.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -179,6 +206,7 @@ impl FakeReceiver {
             over_tls: shared.over_tls,
             connections,
             commands: shared.commands,
+            sessions_max,
         }
     }
 
@@ -253,6 +281,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 data.extend_from_slice(line.as_bytes());
             }
+            tokio::time::sleep(shared.data_delay).await;
             shared.messages.lock().expect("lock").push(data);
             shared.over_tls.lock().expect("lock").push(!greet);
             "250 2.0.0 queued".into()
