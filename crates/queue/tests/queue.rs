@@ -87,15 +87,7 @@ fn concurrent_claims_never_hand_out_one_entry_twice() {
     let setup = setup();
     let count = 60;
     for index in 0..count {
-        setup
-            .queue
-            .enqueue(
-                Some(address(ALICE)),
-                &[address("carol@remote.test")],
-                false,
-                &message(&format!("claim-{index}")),
-            )
-            .expect("enqueue");
+        enqueue_for_carol(&setup, &format!("claim-{index}"));
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let now = now_unix();
@@ -225,15 +217,7 @@ async fn a_temporary_failure_is_retried_with_backoff_then_delivered() {
     })
     .await;
     let runner = runner(&setup, receiver.address.port(), resolver_to_localhost());
-    let id = setup
-        .queue
-        .enqueue(
-            Some(address(ALICE)),
-            &[address("carol@remote.test")],
-            false,
-            &message("retry"),
-        )
-        .expect("enqueue");
+    let id = enqueue_for_carol(&setup, "retry");
     let now = now_unix();
     let round = runner.run_once_at(now).await.expect("round");
     assert_eq!((round.claimed, round.retried), (1, 1));
@@ -556,15 +540,7 @@ async fn transactions_to_one_destination_are_bounded_and_the_rest_wait_their_tur
     let setup = setup();
     let receiver = FakeReceiver::start_slow(std::time::Duration::from_millis(100)).await;
     for index in 0..8 {
-        setup
-            .queue
-            .enqueue(
-                Some(address(ALICE)),
-                &[address("carol@remote.test")],
-                false,
-                &message(&format!("concurrency-{index}")),
-            )
-            .expect("enqueue");
+        enqueue_for_carol(&setup, &format!("concurrency-{index}"));
     }
     let mut settings = letterlock_queue::RunnerSettings::new(client_settings(
         receiver.address.port(),
@@ -598,15 +574,7 @@ async fn the_running_runner_delivers_when_woken_and_stops_on_shutdown() {
     }));
     // Let it find the queue empty and go to sleep (the poll interval is 30 s).
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    setup
-        .queue
-        .enqueue(
-            Some(address(ALICE)),
-            &[address("carol@remote.test")],
-            false,
-            &message("woken"),
-        )
-        .expect("enqueue");
+    enqueue_for_carol(&setup, "woken");
     waker.notify_one();
     let delivered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while receiver.delivered().is_empty() {

@@ -35,6 +35,19 @@ pub fn message(subject: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Alice's message `subject` for carol@remote.test, queued.
+pub fn enqueue_for_carol(setup: &Setup, subject: &str) -> letterlock_queue::QueueId {
+    setup
+        .queue
+        .enqueue(
+            Some(address(ALICE)),
+            &[address("carol@remote.test")],
+            false,
+            &message(subject),
+        )
+        .expect("enqueue")
+}
+
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub engine: Arc<dyn Engine>,
