@@ -5,12 +5,15 @@
 //!   models that store features only as keyed hashes.
 //! - [`phishing`]: lookalike domains, display-name spoofing, deceptive links.
 //! - [`punycode`]: RFC 3492 decoding for IDN homographs.
+//! - [`reputation`]: the user's known correspondents (written to, or taken out of Junk), as
+//!   keyed hashes.
 //!
 //! No IO: the SMTP layer feeds messages in and stores models through the storage interface.
 
 pub mod bayes;
 pub mod phishing;
 pub mod punycode;
+pub mod reputation;
 pub mod tokens;
 
 /// Default score at or above which a message is filed in Junk. Chosen on the SpamAssassin

@@ -1,9 +1,11 @@
 //! Junk training (`DESIGN.md`, "Spam"): a user moving or copying mail into Junk teaches the
 //! classifier spam; moving it out of Junk (anywhere but Trash) teaches ham. Both the user's own
-//! model and the global one learn. Runs after the command has been answered, off the session:
+//! model and the global one learn, and the sender of mail taken out of Junk becomes a known
+//! correspondent. Runs after the command has been answered, off the session:
 //! training never delays or fails a client's MOVE.
 
 use letterlock_filter::bayes::{Class, Model};
+use letterlock_filter::reputation;
 use letterlock_mailstore::{MailStore, ModelOwner, SpecialUse, StoreError, Unlocked};
 use letterlock_types::MailboxName;
 
@@ -43,6 +45,16 @@ pub fn after_copy(
     let mut messages = Vec::new();
     for uid in target_uids.iter().take(TRAINING_MESSAGES_PER_COMMAND_MAX) {
         messages.push(user.fetch(to, *uid)?);
+    }
+    if class == Class::Ham {
+        // Taken out of Junk: its sender is wanted (reputation from the user's own history).
+        let senders: Vec<String> = messages
+            .iter()
+            .filter_map(|message| reputation::from_address(message))
+            .collect();
+        store.update_spam_model(ModelOwner::Correspondents(user.address()), |current| {
+            reputation::remember(current.as_deref(), &senders, rand::random())
+        })?;
     }
     for owner in [ModelOwner::Global, ModelOwner::User(user.address())] {
         store.update_spam_model(owner, |current| {

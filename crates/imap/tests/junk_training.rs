@@ -1,5 +1,6 @@
 //! Moving mail into Junk over IMAP trains the spam classifier (the user's model and the global
-//! one); moving it back out trains ham; the trained model then scores similar mail as spam.
+//! one); moving it back out trains ham and makes the sender a known correspondent; the trained
+//! model then scores similar mail as spam.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{address, Client, PASSWORD, USER};
 use letterlock_filter::bayes::{score, Model};
+use letterlock_filter::reputation::Correspondents;
 use letterlock_mailstore::ModelOwner;
 
 fn spam(n: usize) -> Vec<u8> {
@@ -85,6 +87,15 @@ async fn moving_to_and_from_junk_trains_the_classifier() {
     // Junk now holds UIDs 1-4 (the lottery mail) and 5-7 (the work mail).
     client.command("UID MOVE 5:7 INBOX").await.assert_ok();
     let model = model_with(&server, (4, 3)).await;
+    // Their sender is now a known correspondent (written before the model, so already there).
+    let known = server
+        .store
+        .spam_model(ModelOwner::Correspondents(&address(USER)))
+        .expect("read")
+        .and_then(|bytes| Correspondents::from_bytes(&bytes).ok())
+        .expect("correspondents recorded");
+    assert!(known.contains("carol@work.example"));
+    assert!(!known.contains("prize1@lottery.example"));
     let empty = Model::new([0u8; 32]);
     assert!(score(&spam(99), &empty, Some(&model)).spam_probability > 0.9);
     assert!(score(&ham(99), &empty, Some(&model)).spam_probability < 0.1);

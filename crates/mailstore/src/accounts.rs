@@ -382,10 +382,12 @@ impl MailStore {
             tx.delete(records::PROMOTED_KEYS, &key)?;
         }
         tx.delete(USAGE, &id_key)?;
-        tx.delete(
-            crate::spam_models::SPAM_MODELS,
-            &crate::spam_models::user_model_key(user.id),
-        )?;
+        for key in [
+            crate::spam_models::user_model_key(user.id),
+            crate::spam_models::correspondents_key(user.id),
+        ] {
+            tx.delete(crate::spam_models::SPAM_MODELS, &key)?;
+        }
         tx.delete(USERS_BY_ID, &id_key)?;
         tx.delete(USERS, address.to_string().as_bytes())?;
         tx.commit()?;

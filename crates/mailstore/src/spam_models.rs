@@ -1,7 +1,8 @@
 //! Storage for the spam classifier's models: the global one and one per account, as opaque
 //! bytes (the filter crate's serialised `Model`, whose features are keyed hashes: a stolen
-//! model reveals no words). They stay readable without the user's key because delivery scores
-//! mail while the user is away.
+//! model reveals no words), and each account's known correspondents (the filter crate's
+//! `Correspondents`, keyed hashes of addresses too). They stay readable without the user's key
+//! because delivery scores mail while the user is away.
 
 use letterlock_storage::Table;
 use letterlock_types::EmailAddress;
@@ -18,6 +19,15 @@ const GLOBAL_KEY: &[u8] = b"global";
 pub enum ModelOwner<'a> {
     Global,
     User(&'a EmailAddress),
+    /// The account's known correspondents (reputation from its own history).
+    Correspondents(&'a EmailAddress),
+}
+
+/// The key of an account's correspondents, for removing them with the account.
+pub(crate) fn correspondents_key(user_id: u64) -> Vec<u8> {
+    let mut key = b"correspondents/".to_vec();
+    key.extend_from_slice(&user_id.to_be_bytes());
+    key
 }
 
 /// The key of an account's model, for removing it with the account.
@@ -36,6 +46,7 @@ impl MailStore {
         Ok(match owner {
             ModelOwner::Global => GLOBAL_KEY.to_vec(),
             ModelOwner::User(address) => user_model_key(user_record(tx, address)?.id),
+            ModelOwner::Correspondents(address) => correspondents_key(user_record(tx, address)?.id),
         })
     }
 

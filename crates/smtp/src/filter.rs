@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use letterlock_filter::bayes::{self, Model};
-use letterlock_filter::phishing;
+use letterlock_filter::{phishing, reputation};
 use letterlock_mailstore::{Filing, MailStore, ModelOwner};
 use letterlock_types::EmailAddress;
 
@@ -166,6 +166,11 @@ impl SpamFilter {
             _ => None,
         };
         let spam = bayes::score(message, &cached.global, user_model.as_deref());
+        let known_correspondent = auth.dmarc_aligned
+            && match recipients {
+                [only] => self.is_known_correspondent(only, message),
+                _ => false,
+            };
         let findings = phishing::check(
             message,
             &phishing::Context {
@@ -176,7 +181,7 @@ impl SpamFilter {
         );
         let phishing_score = phishing::score(&findings);
         let auth_weight = auth.spam_weight.clamp(0.0, 1.0);
-        let score =
+        let mut score =
             1.0 - (1.0 - spam.spam_probability) * (1.0 - phishing_score) * (1.0 - auth_weight);
         let mut reasons: Vec<bayes::Reason> = auth
             .reasons
@@ -186,6 +191,16 @@ impl SpamFilter {
                 probability: *weight,
             })
             .collect();
+        if known_correspondent {
+            score *= reputation::KNOWN_CORRESPONDENT_FACTOR;
+            reasons.insert(
+                0,
+                bayes::Reason {
+                    feature: reputation::KNOWN_CORRESPONDENT_REASON.into(),
+                    probability: 0.0,
+                },
+            );
+        }
         reasons.extend(spam.reasons);
         let combined = bayes::Score {
             spam_probability: score,
@@ -208,6 +223,40 @@ impl SpamFilter {
             reject: score >= self.reject_threshold,
         }
     }
+}
+
+impl SpamFilter {
+    /// Whether the From: address of `message` is a known correspondent of the account
+    /// `recipient` delivers to (its own history; see `letterlock_filter::reputation`).
+    fn is_known_correspondent(&self, recipient: &EmailAddress, message: &[u8]) -> bool {
+        let Some(from) = reputation::from_address(message) else {
+            return false;
+        };
+        let Ok(accounts) = self.store.resolve_recipient(recipient) else {
+            return false;
+        };
+        let [account] = accounts.as_slice() else {
+            return false;
+        };
+        self.store
+            .spam_model(ModelOwner::Correspondents(account))
+            .ok()
+            .flatten()
+            .and_then(|bytes| reputation::Correspondents::from_bytes(&bytes).ok())
+            .is_some_and(|known| known.contains(&from))
+    }
+}
+
+/// Remember `addresses` as known correspondents of `account` (it wrote to them, or took their
+/// mail out of Junk). Blocking: one durable commit.
+pub fn remember_correspondents(
+    store: &MailStore,
+    account: &EmailAddress,
+    addresses: &[String],
+) -> Result<(), letterlock_mailstore::StoreError> {
+    store.update_spam_model(ModelOwner::Correspondents(account), |current| {
+        reputation::remember(current.as_deref(), addresses, rand::random())
+    })
 }
 
 /// `message` without header fields named in `names` (case-insensitive), continuation lines

@@ -1050,6 +1050,12 @@ impl SmtpServer {
         };
         let transaction_id = new_transaction_id();
         let remote = std::mem::take(&mut transaction.remote_recipients);
+        let written_to: Vec<String> = transaction
+            .recipients
+            .iter()
+            .chain(remote.iter())
+            .map(ToString::to_string)
+            .collect();
         let requiretls = transaction.requiretls;
         let sender = EmailAddress::try_from(transaction.sender.as_str()).ok();
         if !transaction.recipients.is_empty() {
@@ -1122,6 +1128,15 @@ impl SmtpServer {
         if let Some(authenticated) = &state.auth {
             self.store_sent_copy(Arc::clone(&authenticated.unlocked), submitted)
                 .await;
+            // Reputation from the user's own history: whom they write to is wanted mail later.
+            let (store, account) = (self.store.clone(), authenticated.address.clone());
+            let remembered = tokio::task::spawn_blocking(move || {
+                crate::filter::remember_correspondents(&store, &account, &written_to)
+            })
+            .await;
+            if !matches!(remembered, Ok(Ok(()))) {
+                tracing::warn!("known correspondents not updated");
+            }
         }
         Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
     }

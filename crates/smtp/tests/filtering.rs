@@ -151,3 +151,70 @@ async fn near_certain_spam_is_refused_at_smtp_time() {
     let output = converse(&server, Mode::Inbound, &session(&ham(97))).await;
     assert!(output.contains("250 2.0.0 accepted"), "{output}");
 }
+
+/// Reputation from the user's own history: mail from someone Alice wrote to escapes Junk when
+/// its From: domain passes DMARC, and says why; the same From: without DMARC (a spoof) does not.
+#[tokio::test]
+async fn a_known_correspondent_with_dmarc_escapes_junk_and_a_spoof_of_one_does_not() {
+    let store = test_store();
+    train_global(&store.store);
+    let records = letterlock_smtp::auth::DnsRecords::default()
+        .with_txt("lottery.test", "v=spf1 ip4:192.0.2.7 -all")
+        .with_txt("_dmarc.lottery.test", "v=DMARC1; p=none");
+    let server = smtp_server(&store.store, test_settings_with_dns(records));
+    let message = format!(
+        "From: Winner <prize1@lottery.test>\r\nTo: {ALICE}\r\nSubject: You have WON\r\n\r\nClaim your free lottery prize money now at https://claim.example/1\r\n"
+    );
+    let send = |mail_from: &str| {
+        format!(
+            "EHLO client.example\r\nMAIL FROM:<{mail_from}>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n{message}.\r\nQUIT\r\n"
+        )
+    };
+    let output = converse(
+        &server,
+        Mode::Inbound,
+        send("prize1@lottery.test").as_bytes(),
+    )
+    .await;
+    assert!(output.contains("250 2.0.0 accepted"), "{output}");
+    assert_eq!(
+        mailbox(&store.store, ALICE, "Junk").len(),
+        1,
+        "unknown: Junk"
+    );
+
+    letterlock_smtp::filter::remember_correspondents(
+        &store.store,
+        &address(ALICE),
+        &["Prize1@Lottery.test".to_string()],
+    )
+    .expect("remember");
+    converse(
+        &server,
+        Mode::Inbound,
+        send("prize1@lottery.test").as_bytes(),
+    )
+    .await;
+    let inbox = inbox(&store.store, ALICE);
+    assert_eq!(inbox.len(), 1, "known and DMARC-aligned: INBOX");
+    let delivered = String::from_utf8_lossy(&inbox[0]).into_owned();
+    let verdict = header(&delivered, "X-Letterlock-Spam");
+    assert!(
+        verdict[0].contains("verdict=ham") && verdict[0].contains("known-correspondent"),
+        "{}",
+        verdict[0]
+    );
+
+    // The envelope sender's domain has no SPF for this client: DMARC fails, the From: is a claim.
+    converse(
+        &server,
+        Mode::Inbound,
+        send("bounce@elsewhere.test").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        mailbox(&store.store, ALICE, "Junk").len(),
+        2,
+        "a spoof stays in Junk"
+    );
+}

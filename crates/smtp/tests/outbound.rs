@@ -417,6 +417,17 @@ async fn dsn_requests_of_a_submission_are_honoured_locally_and_passed_on() {
         carol.notify.given && carol.notify.success && carol.notify.failure && !carol.notify.delay
     );
 
+    // Whom Alice wrote to are her known correspondents now (reputation).
+    let known = sender
+        .store
+        .spam_model(letterlock_mailstore::ModelOwner::Correspondents(&address(
+            ALICE,
+        )))
+        .expect("read")
+        .and_then(|bytes| letterlock_filter::reputation::Correspondents::from_bytes(&bytes).ok())
+        .expect("correspondents recorded");
+    assert!(known.contains(BOB) && known.contains(CAROL));
+
     deliver_queue(&queue, &sender, &receiving, 1).await;
     assert_eq!(inbox(&receiver.store, CAROL).len(), 1);
     assert_eq!(
