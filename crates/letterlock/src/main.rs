@@ -605,14 +605,17 @@ fn handlers(
     config: &Config,
 ) -> anyhow::Result<letterlock_server::Handlers> {
     let mut settings = letterlock_smtp::Settings::from_limits(&config.limits);
-    settings.sender_authentication = Some(Arc::new(match config.dns.resolver {
-        DnsResolver::System => letterlock_smtp::auth::SenderAuthenticator::from_system_conf()
-            .context("cannot read the system's DNS configuration")?,
-        DnsResolver::Off => letterlock_smtp::auth::SenderAuthenticator::from_records(
-            letterlock_smtp::auth::DnsRecords::default(),
-        )
-        .context("cannot set up offline sender authentication")?,
-    }));
+    settings.sender_authentication = Some(Arc::new(
+        match config.dns.resolver {
+            DnsResolver::System => letterlock_smtp::auth::SenderAuthenticator::from_system_conf()
+                .context("cannot read the system's DNS configuration")?,
+            DnsResolver::Off => letterlock_smtp::auth::SenderAuthenticator::from_records(
+                letterlock_smtp::auth::DnsRecords::default(),
+            )
+            .context("cannot set up offline sender authentication")?,
+        }
+        .with_dnsbl_zones(&config.dns.dnsbl),
+    ));
     let smtp = letterlock_smtp::handler_with_outbound(store.clone(), settings, Some(outbound))
         .context("cannot start SMTP delivery")?;
     let port = |service: letterlock_server::Service| match config.listen.address(service) {

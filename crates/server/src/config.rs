@@ -77,6 +77,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     pub resolver: DnsResolver,
+    /// DNS blocklist zones (RFC 5782) asked about each inbound client; a listing counts
+    /// strongly toward spam. None by default: lists have usage terms the operator must accept.
+    pub dnsbl: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -731,8 +734,11 @@ argon2_parallelism = {parallelism}
 
 # DNS for SPF, DKIM and DMARC checks and for delivering to other servers:
 # "system" (the resolvers of /etc/resolv.conf) or "off" (no network at all).
+# dnsbl: blocklists asked about each inbound client (off unless listed here), for
+# example dnsbl = ["zen.spamhaus.org"] (mind the list's terms of use).
 [dns]
 resolver = "system"
+dnsbl = []
 "#,
         hostname = DEFAULT_HOSTNAME,
         offset = LOCAL_MODE_PORT_OFFSET,
@@ -817,6 +823,17 @@ mod tests {
             ListenAddress::At("127.0.0.1:2025".parse().expect("address"))
         );
         assert_eq!(listen.enabled().len(), Service::ALL.len());
+    }
+
+    #[test]
+    fn dnsbl_zones_are_off_by_default_and_listed_when_set() {
+        assert!(parse("").expect("parse").dns.dnsbl.is_empty());
+        let config = parse("[dns]\ndnsbl = [\"zen.example\", \"bl.example\"]\n").expect("parse");
+        assert_eq!(config.dns.dnsbl, ["zen.example", "bl.example"]);
+        assert!(
+            parse("[dns]\ndnsbl = \"zen.example\"\n").is_err(),
+            "a list, not a string"
+        );
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub const SPAM_WEIGHT_SPF_SOFTFAIL: f64 = 0.05;
 pub const SPAM_WEIGHT_DKIM_FAIL: f64 = 0.05;
 /// The client's address has no PTR or its names do not lead back to it.
 pub const SPAM_WEIGHT_IPREV_FAIL: f64 = 0.03;
+/// The client's address is on a DNS blocklist the operator chose (RFC 5782). Strong: with an
+/// unsure classifier (0.5) one listing alone files the message in Junk (0.75).
+pub const SPAM_WEIGHT_DNSBL_LISTED: f64 = 0.5;
+/// Blocklists consulted per message at most.
+pub const DNSBL_ZONES_MAX: usize = 8;
 
 /// Why an authenticator could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -381,6 +386,8 @@ pub struct SenderAuthenticator {
     /// Tests: all the DNS there is.
     records: Option<Arc<DnsRecords>>,
     check_timeout: Duration,
+    /// DNS blocklist zones to ask about the client's address (none by default).
+    dnsbl_zones: Vec<String>,
 }
 
 impl fmt::Debug for SenderAuthenticator {
@@ -406,6 +413,7 @@ impl SenderAuthenticator {
             resolver,
             records: None,
             check_timeout: Duration::from_secs(CHECK_TIMEOUT_SECS),
+            dnsbl_zones: Vec::new(),
         })
     }
 
@@ -421,7 +429,41 @@ impl SenderAuthenticator {
             resolver,
             records: Some(Arc::new(records)),
             check_timeout: Duration::from_secs(CHECK_TIMEOUT_SECS),
+            dnsbl_zones: Vec::new(),
         })
+    }
+
+    /// Consult these DNS blocklists (RFC 5782) about each client (at most
+    /// [`DNSBL_ZONES_MAX`]).
+    pub fn with_dnsbl_zones(mut self, zones: &[String]) -> SenderAuthenticator {
+        self.dnsbl_zones = zones
+            .iter()
+            .map(|zone| zone.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|zone| !zone.is_empty())
+            .take(DNSBL_ZONES_MAX)
+            .collect();
+        self
+    }
+
+    /// RFC 5782 section 2.1: the zones listing `ip` (an A record in 127.0.0.0/8 at the
+    /// reversed address under the zone). Answers outside 127/8, and 127.255.255.0/24 (the
+    /// error codes big lists send to resolvers they refuse), do not count: a broken list must
+    /// not block the world. Lookup failures count as not listed.
+    async fn dnsbl(&self, dns: &MessageDns, ip: IpAddr) -> Vec<String> {
+        let mut listed = Vec::new();
+        for zone in &self.dnsbl_zones {
+            let name = format!("{}.{zone}", reversed_address(ip));
+            if let Ok(answers) = self.resolver.ipv4_lookup(&name, Some(&dns.ipv4)).await {
+                let listing = answers.rrset.iter().any(|answer| {
+                    let [first, second, third, _] = answer.octets();
+                    first == 127 && !(second == 255 && third == 255)
+                });
+                if listing {
+                    listed.push(zone.clone());
+                }
+            }
+        }
+        listed
     }
 
     /// Run every check on one message.
@@ -548,7 +590,14 @@ impl SenderAuthenticator {
             .unwrap_or(Iprev::TempError);
         pieces.push_str(&format!(";\r\n\tiprev={} policy.iprev={ip}", iprev.word()));
 
+        let listed = tokio::time::timeout(timeout, self.dnsbl(&dns, ip))
+            .await
+            .unwrap_or_default();
+
         let mut spam_reasons = Vec::new();
+        for zone in &listed {
+            spam_reasons.push((format!("dnsbl: {zone}"), SPAM_WEIGHT_DNSBL_LISTED));
+        }
         if dmarc_word == "fail" {
             spam_reasons.push(("auth: dmarc=fail".to_string(), SPAM_WEIGHT_DMARC_FAIL));
         }
@@ -622,6 +671,25 @@ impl SenderAuthenticator {
         } else {
             Iprev::Fail
         }
+    }
+}
+
+/// RFC 5782 section 2.1 (IPv4: `2.0.0.127`) and 2.4 (IPv6: 32 nibbles, least significant
+/// first).
+fn reversed_address(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}")
+        }
+        IpAddr::V6(v6) => v6
+            .octets()
+            .iter()
+            .rev()
+            .flat_map(|byte| [byte & 0x0f, byte >> 4])
+            .map(|nibble| format!("{nibble:x}"))
+            .collect::<Vec<_>>()
+            .join("."),
     }
 }
 
@@ -777,6 +845,18 @@ fn authserv_id(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_reversed_as_rfc_5782_says() {
+        assert_eq!(
+            reversed_address("192.0.2.99".parse().expect("ip")),
+            "99.2.0.192"
+        );
+        assert_eq!(
+            reversed_address("2001:db8:1:2:3:4:567:89ab".parse().expect("ip")),
+            "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2"
+        );
+    }
 
     #[test]
     fn only_results_claiming_our_authserv_id_are_removed() {

@@ -559,3 +559,55 @@ async fn reverse_dns_is_forward_confirmed() {
     .await;
     assert!(header.contains("iprev=permerror"), "no PTR: {header}");
 }
+
+/// DNS blocklists (RFC 5782), off unless configured: a client listed by a chosen zone files
+/// its mail in Junk with the zone among the reasons; answers outside 127/8 and the
+/// 127.255.255.x error codes are not listings; a client nobody lists is untouched.
+#[tokio::test]
+async fn a_client_on_a_configured_dnsbl_goes_to_junk_with_the_zone_named() {
+    // The in-memory session's client is 192.0.2.7.
+    let records = || {
+        DnsRecords::default()
+            .with_ip("7.2.0.192.listed.test", "127.0.0.2".parse().expect("ip"))
+            .with_ip(
+                "7.2.0.192.refusing.test",
+                "127.255.255.254".parse().expect("ip"),
+            )
+            .with_ip("7.2.0.192.broken.test", "192.0.2.1".parse().expect("ip"))
+    };
+    let deliver = |zones: &[&str]| {
+        let zones: Vec<String> = zones.iter().map(|zone| zone.to_string()).collect();
+        async move {
+            let store = test_store();
+            let mut settings = test_settings_with_dns(records());
+            settings.sender_authentication = Some(std::sync::Arc::new(
+                letterlock_smtp::auth::SenderAuthenticator::from_records(records())
+                    .expect("authenticator")
+                    .with_dnsbl_zones(&zones),
+            ));
+            let server = smtp_server(&store.store, settings);
+            let output = converse(
+                &server,
+                Mode::Inbound,
+                &session(
+                    "client.example",
+                    "news@clean.test",
+                    &message("News <news@clean.test>", "dnsbl"),
+                ),
+            )
+            .await;
+            assert!(output.contains("250 2.0.0 accepted"), "{output}");
+            delivered(&store)
+        }
+    };
+
+    let (inbox, junk) = deliver(&["listed.test", "refusing.test", "broken.test"]).await;
+    assert!(inbox.is_empty(), "listed: Junk");
+    assert!(junk[0].contains("dnsbl: listed.test"), "{}", junk[0]);
+    assert!(!junk[0].contains("refusing.test") && !junk[0].contains("broken.test"));
+
+    let (inbox, junk) = deliver(&["refusing.test", "broken.test", "unlisted.test"]).await;
+    assert!(junk.is_empty() && inbox.len() == 1, "no real listing");
+    let (inbox, _) = deliver(&[]).await;
+    assert!(!inbox[0].contains("dnsbl:"), "off by default");
+}
