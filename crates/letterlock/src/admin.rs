@@ -206,6 +206,17 @@ pub fn domain(
             for record in dkim.dns_records(&domain)? {
                 writeln!(out, "{}", record.zone_line())?;
             }
+            writeln!(
+                out,
+                "; DMARC policy: mail failing SPF and DKIM alignment goes to Junk; other servers'\n\
+                 ; aggregate reports come to postmaster@{domain} (`letterlock dmarc report`; make it an\n\
+                 ; account or `letterlock alias add postmaster@{domain} YOU@{domain}`)"
+            )?;
+            let dmarc = letterlock_queue::TxtRecord {
+                name: format!("_dmarc.{domain}"),
+                value: format!("v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"),
+            };
+            writeln!(out, "{}", dmarc.zone_line())?;
         }
         DomainCommand::Add { domain } => {
             let domain = parse_domain(&domain)?;

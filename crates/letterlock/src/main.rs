@@ -64,6 +64,9 @@ enum Command {
     /// The outbound queue: mail for remote recipients waiting for delivery.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// DMARC aggregate reports other servers sent about our domains.
+    #[command(subcommand)]
+    Dmarc(DmarcCommand),
     /// Deliver one message from standard input to local recipients.
     Deliver {
         #[arg(required = true)]
@@ -88,6 +91,57 @@ enum QueueCommand {
     Retry { id: String },
     /// Remove this message from the queue without delivering or bouncing it.
     Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum DmarcCommand {
+    /// The reports received, newest first: who reported, the period, and each sending
+    /// source with its message count, disposition and DKIM/SPF results.
+    Report {
+        /// Only reports about this domain.
+        domain: Option<String>,
+    },
+}
+
+fn dmarc_command(
+    queue: &letterlock_queue::Queue,
+    command: DmarcCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let DmarcCommand::Report { domain } = command;
+    let reports = letterlock_queue::DmarcReports::new(queue.clone()).received(domain.as_deref())?;
+    if reports.is_empty() {
+        writeln!(out, "no DMARC reports received")?;
+    }
+    for (arrived, report) in reports {
+        writeln!(
+            out,
+            "{}\tfrom {} <{}>\treport {}\t{} to {}\t(received {})",
+            report.domain(),
+            report.org_name(),
+            report.email(),
+            report.report_id(),
+            letterlock_types::time::rfc5322_date(report.date_range_begin() as i64),
+            letterlock_types::time::rfc5322_date(report.date_range_end() as i64),
+            letterlock_types::time::rfc5322_date(arrived),
+        )?;
+        for record in report.records() {
+            let source = record
+                .source_ip()
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "?".into());
+            writeln!(
+                out,
+                "  {source}\t{} message(s)\tdisposition {:?}\tdkim {:?}\tspf {:?}\tfrom {}",
+                record.count(),
+                record.action_disposition(),
+                record.dmarc_dkim_result(),
+                record.dmarc_spf_result(),
+                record.header_from(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn queue_command(
@@ -252,6 +306,7 @@ fn run_admin(
     let store = &services.store;
     match command {
         Command::Queue(command) => queue_command(&services.queue, command, out),
+        Command::Dmarc(command) => dmarc_command(&services.queue, command, out),
         Command::Domain(command) => admin::domain(store, &services.dkim, command, out),
         Command::User(command) => admin::user(store, command, input, out),
         Command::Alias(command) => admin::alias(store, command, out),
@@ -541,11 +596,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
             timeouts: letterlock_queue::client::Timeouts::default(),
             roots: Arc::new(letterlock_queue::client::system_roots()),
         };
+        let mut runner_settings = letterlock_queue::RunnerSettings::new(client);
+        runner_settings.dkim = Some(services.dkim.clone());
         let runner = letterlock_queue::Runner::new(
             services.queue.clone(),
             store.clone(),
             resolver,
-            letterlock_queue::RunnerSettings::new(client),
+            runner_settings,
         );
         let outbound = letterlock_queue::Outbound {
             queue: services.queue.clone(),

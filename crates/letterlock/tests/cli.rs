@@ -411,6 +411,12 @@ fn domain_dns_prints_both_dkim_records_and_keeps_them() {
         "{first}"
     );
     assert!(records.iter().any(|line| line.contains("k=rsa")), "{first}");
+    assert!(
+        first.contains(
+            "_dmarc.example.org. IN TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.org\""
+        ),
+        "{first}"
+    );
     // The keys are generated once: the second call prints the same records.
     assert_eq!(env.ok(&["domain", "dns", "example.org"], ""), first);
     let (_, error) = env.fails(&["domain", "dns", "nowhere.example"], "");
@@ -439,6 +445,19 @@ fn queue_commands_on_an_empty_queue() {
     assert!(error.contains("invalid queue id"), "{error}");
     let (_, error) = env.fails(&["queue", "delete", "7"], "");
     assert!(error.contains('7'), "{error}");
+}
+
+#[test]
+fn dmarc_report_lists_nothing_before_reports_arrive() {
+    let env = Env::new();
+    assert_eq!(
+        env.ok(&["dmarc", "report"], ""),
+        "no DMARC reports received\n"
+    );
+    assert_eq!(
+        env.ok(&["dmarc", "report", "example.org"], ""),
+        "no DMARC reports received\n"
+    );
 }
 
 #[test]

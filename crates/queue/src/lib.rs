@@ -16,6 +16,8 @@
 //!   (RFC 5321 section 4.5.4.1), bounces.
 //! - `dsn`: bounces as RFC 3464 delivery status notifications.
 //! - `dkim`: per-domain Ed25519 (RFC 8463) and RSA (RFC 6376) keys, signing, DNS records.
+//! - `dmarc_reports`: DMARC aggregate reports (RFC 7489 section 7.2): collected from inbound
+//!   checks, sent daily through the queue, and the ones received about our domains kept.
 //!
 //! DSN requests (RFC 3461) are honoured: NOTIFY decides which reports go out (failure by
 //! default; success as "relayed" when the next server does not do DSN, else passed on with
@@ -29,6 +31,7 @@ use std::sync::Arc;
 pub mod client;
 pub mod dane;
 pub mod dkim;
+pub mod dmarc_reports;
 pub mod dsn;
 pub mod error;
 pub mod mta_sts;
@@ -38,6 +41,7 @@ pub mod spool_key;
 pub mod store;
 
 pub use dkim::{DkimKeys, DomainSigner, TxtRecord};
+pub use dmarc_reports::DmarcReports;
 pub use error::{QueueError, Result};
 pub use resolver::{HickoryResolver, MapResolver, Resolver};
 pub use runner::{Runner, RunnerSettings};

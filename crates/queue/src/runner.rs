@@ -16,10 +16,13 @@ use std::time::Duration;
 use letterlock_mailstore::MailStore;
 use letterlock_types::{Domain, EmailAddress};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::{Notify, Semaphore};
 
 use crate::client::{deliver_to_host, ClientSettings, RcptOutcome, TlsPolicy, Transaction};
+use crate::dkim::DkimKeys;
+use crate::dmarc_reports::DmarcReports;
 use crate::dsn::{self, build_bounce, build_report, Action, BounceReason, Report, Reported};
 use crate::error::{QueueError, Result};
 use crate::mta_sts::{self, FetchSettings, Mode};
@@ -44,6 +47,8 @@ pub const DELAY_REPORT_AFTER_SECS: i64 = 4 * 3600;
 pub const DESTINATION_CONCURRENCY_MAX: usize = 4;
 /// Destinations whose concurrency is tracked before idle ones are forgotten.
 pub const DESTINATIONS_TRACKED_MAX: usize = 10_000;
+/// How often the runner looks for DMARC aggregate reports whose day is over.
+pub const DMARC_REPORT_CHECK_SECS: i64 = 300;
 /// The runner looks at the queue at least this often, even without being woken.
 pub const POLL_INTERVAL_SECS: u64 = 30;
 
@@ -59,6 +64,9 @@ pub struct RunnerSettings {
     pub mta_sts_port: u16,
     pub mta_sts_timeout: Duration,
     pub destination_concurrency_max: usize,
+    /// Keys to DKIM-sign the DMARC aggregate reports the runner sends (for the host name's
+    /// domain); without them reports leave unsigned.
+    pub dkim: Option<DkimKeys>,
 }
 
 impl RunnerSettings {
@@ -73,6 +81,7 @@ impl RunnerSettings {
             mta_sts_port: 443,
             mta_sts_timeout: crate::mta_sts::FETCH_TIMEOUT,
             destination_concurrency_max: DESTINATION_CONCURRENCY_MAX,
+            dkim: None,
         }
     }
 }
@@ -101,6 +110,9 @@ struct Inner {
     wake: Arc<Notify>,
     /// One semaphore per destination domain, bounding the transactions open to it.
     destinations: std::sync::Mutex<HashMap<Domain, Arc<Semaphore>>>,
+    dmarc: DmarcReports,
+    /// When DMARC reports were last looked for (unix seconds).
+    dmarc_checked: AtomicI64,
 }
 
 impl Runner {
@@ -112,12 +124,14 @@ impl Runner {
     ) -> Runner {
         Runner {
             inner: Arc::new(Inner {
-                queue,
+                queue: queue.clone(),
                 store,
                 resolver,
                 settings,
                 wake: Arc::new(Notify::new()),
                 destinations: std::sync::Mutex::new(HashMap::new()),
+                dmarc: DmarcReports::new(queue.clone()),
+                dmarc_checked: AtomicI64::new(i64::MIN),
             }),
         }
     }
@@ -166,9 +180,40 @@ impl Runner {
         }
     }
 
-    /// One round as if the clock read `now`: claim what is due, deliver it, record the outcome.
+    /// Queue the DMARC aggregate reports whose day is over, at most every
+    /// [`DMARC_REPORT_CHECK_SECS`]. Returns how many were queued.
+    pub async fn send_dmarc_reports(&self, now: i64) -> Result<usize> {
+        let last = self.inner.dmarc_checked.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < DMARC_REPORT_CHECK_SECS {
+            return Ok(0);
+        }
+        self.inner.dmarc_checked.store(now, Ordering::Relaxed);
+        let settings = &self.inner.settings;
+        self.inner
+            .dmarc
+            .send_due(
+                self.inner.resolver.as_ref(),
+                settings.dkim.as_ref(),
+                &settings.client.hostname,
+                now,
+            )
+            .await
+    }
+
+    /// One round as if the clock read `now`: claim what is due, deliver it, record the outcome;
+    /// then queue the DMARC reports that are due (delivered from the next round on).
     /// Tests pass a later `now` to reach retries without waiting.
     pub async fn run_once_at(&self, now: i64) -> Result<RoundReport> {
+        let report = self.deliver_due(now).await;
+        match self.send_dmarc_reports(now).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "DMARC aggregate reports queued"),
+            Err(error) => tracing::warn!(%error, "DMARC aggregate reports not sent"),
+        }
+        report
+    }
+
+    async fn deliver_due(&self, now: i64) -> Result<RoundReport> {
         let queue = self.inner.queue.clone();
         let lease_secs = self.inner.settings.lease_secs;
         let batch_max = self.inner.settings.claim_batch_max.max(1);

@@ -32,6 +32,7 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::{Dmarc, Policy};
 use mail_auth::hickory_resolver::config::{ResolverConfig, ResolverOpts};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::report::{PolicyPublished, Record as ReportRecord, SPFDomainScope};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::spf::Spf;
 use mail_auth::{
@@ -378,6 +379,18 @@ pub struct Verdict {
     /// Added to the spam score (see [`SPAM_WEIGHT_DMARC_FAIL`]), with its reasons.
     pub spam_weight: f64,
     pub spam_reasons: Vec<(String, f64)>,
+    /// The From: domain asked for aggregate reports (`rua=mailto:`): this evaluation goes in
+    /// the next one.
+    pub dmarc_report: Option<DmarcEvaluation>,
+}
+
+/// One DMARC evaluation to report to the From: domain (RFC 7489 section 7.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DmarcEvaluation {
+    pub policy: PolicyPublished,
+    /// The `rua` mailto addresses.
+    pub rua: Vec<String>,
+    pub record: ReportRecord,
 }
 
 /// Runs the checks. One per server, shared by every session.
@@ -512,7 +525,7 @@ impl SenderAuthenticator {
             },
         );
 
-        let (dkim_word, dmarc_word, dmarc_domain, disposition) = match parsed {
+        let (dkim_word, dmarc_word, dmarc_domain, disposition, dmarc_report) = match parsed {
             Some(mut message) => {
                 message.dkim_headers.truncate(DKIM_SIGNATURES_VERIFIED_MAX);
                 let message = message;
@@ -565,6 +578,25 @@ impl SenderAuthenticator {
                     &mut pieces,
                     AuthenticationResults::new(hostname).with_arc_result(&arc, ip),
                 );
+                let dmarc_report = dmarc.dmarc_record().and_then(|record| {
+                    // mail-auth keeps only mailto: URIs, without the scheme.
+                    let rua: Vec<String> = record
+                        .rua()
+                        .iter()
+                        .map(|uri| uri.uri().to_string())
+                        .collect();
+                    (!rua.is_empty()).then(|| DmarcEvaluation {
+                        policy: PolicyPublished::from_record(dmarc.domain(), record),
+                        rua,
+                        record: ReportRecord::new()
+                            .with_source_ip(ip)
+                            .with_header_from(dmarc.domain())
+                            .with_envelope_from(spf_domain)
+                            .with_dkim_output(&dkim)
+                            .with_spf_output(&spf, SPFDomainScope::MailFrom)
+                            .with_dmarc_output(&dmarc),
+                    })
+                });
                 let dmarc_result = dmarc.result();
                 let disposition = match (&dmarc_result, dmarc.policy()) {
                     (DmarcResult::Fail(_), Policy::Reject) => DmarcDisposition::Reject,
@@ -576,12 +608,19 @@ impl SenderAuthenticator {
                     dmarc_word(&dmarc_result),
                     dmarc.domain().to_string(),
                     disposition,
+                    dmarc_report,
                 )
             }
             None => {
                 // Not a message mail-auth can read: nothing to verify beyond the envelope.
                 pieces.push_str(";\r\n\tdkim=none;\r\n\tdmarc=none;\r\n\tarc=none");
-                ("none", "none", String::new(), DmarcDisposition::Deliver)
+                (
+                    "none",
+                    "none",
+                    String::new(),
+                    DmarcDisposition::Deliver,
+                    None,
+                )
             }
         };
 
@@ -633,6 +672,7 @@ impl SenderAuthenticator {
             dmarc_aligned: dmarc_word == "pass",
             spam_weight,
             spam_reasons,
+            dmarc_report,
         }
     }
 

@@ -38,8 +38,9 @@ use crate::settings::{
     Settings, AUTH_LINE_LENGTH_MAX_BYTES, DSN_ENVID_LENGTH_MAX, DSN_ORCPT_LENGTH_MAX,
 };
 use crate::trace::{new_transaction_id, now_unix, trace_headers, TraceInfo};
+use letterlock_queue::dmarc_reports::received_report;
 use letterlock_queue::dsn::{build_report, Action, Report, Reported};
-use letterlock_queue::{DsnRequest, Notify, Outbound, QueueError, RecipientRequest};
+use letterlock_queue::{DmarcReports, DsnRequest, Notify, Outbound, QueueError, RecipientRequest};
 
 /// Bytes read from the socket at once.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -960,6 +961,7 @@ impl SmtpServer {
                 ),
                 None => None,
             };
+            self.keep_dmarc_evaluation(verdict.as_ref()).await;
             if let Some(verdict) = &verdict {
                 if verdict.disposition == DmarcDisposition::Reject {
                     return Reply::new(
@@ -985,6 +987,10 @@ impl SmtpServer {
             let filter = Arc::clone(&self.filter);
             let recipients = transaction.recipients.clone();
             let store = self.store.clone();
+            let reports = self
+                .outbound
+                .as_ref()
+                .map(|outbound| DmarcReports::new(outbound.queue.clone()));
             let assessed = tokio::task::spawn_blocking(move || {
                 let assessment = filter.assess(&body, &recipients, &signals);
                 // The signature is checked against keys known before this message; only then
@@ -993,6 +999,21 @@ impl SmtpServer {
                 // spoofed From: could plant.
                 let from = header_from_addresses(&body).into_iter().next();
                 let signature = crate::signatures::check(&body, from.as_ref(), &store);
+                // A DMARC aggregate report about one of our domains is kept for the operator
+                // (and delivered like any mail).
+                if let Some(reports) = &reports {
+                    let is_local = |domain: &str| {
+                        letterlock_types::Domain::try_from(domain)
+                            .ok()
+                            .and_then(|domain| store.has_domain(&domain).ok())
+                            .unwrap_or(false)
+                    };
+                    if let Some(report) = received_report(&body, is_local) {
+                        if let Err(error) = reports.record_received(&report, now_unix()) {
+                            tracing::warn!(%error, "cannot keep a received DMARC report");
+                        }
+                    }
+                }
                 if let Some(from) = from.as_ref().filter(|_| signals.dmarc_aligned) {
                     if let Some(key) = crate::signatures::autocrypt_key(&body, from) {
                         if let Err(error) = store.record_peer_key(from, &key) {
@@ -1139,6 +1160,30 @@ impl SmtpServer {
             }
         }
         Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
+    }
+
+    /// Keep an inbound message's DMARC evaluation for the From: domain's aggregate report,
+    /// when it asked for one and there is a queue to send it through. Rejected mail counts too.
+    async fn keep_dmarc_evaluation(&self, verdict: Option<&crate::auth::Verdict>) {
+        let (Some(evaluation), Some(outbound)) = (
+            verdict.and_then(|verdict| verdict.dmarc_report.clone()),
+            &self.outbound,
+        ) else {
+            return;
+        };
+        let reports = DmarcReports::new(outbound.queue.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            reports.record(
+                &evaluation.policy,
+                &evaluation.rua,
+                &evaluation.record,
+                now_unix(),
+            )
+        })
+        .await;
+        if !matches!(kept, Ok(Ok(()))) {
+            tracing::warn!("DMARC evaluation not kept for the aggregate report");
+        }
     }
 
     /// RFC 3461 NOTIFY=SUCCESS for local recipients: once their copy is committed, a

@@ -611,3 +611,109 @@ async fn a_client_on_a_configured_dnsbl_goes_to_junk_with_the_zone_named() {
     let (inbox, _) = deliver(&[]).await;
     assert!(!inbox[0].contains("dnsbl:"), "off by default");
 }
+
+/// DMARC aggregate reports through the MX: a From: domain whose record has `rua` gets its
+/// evaluations collected (rejected mail included) and, after a day, one report in the queue;
+/// a report another server sends about our domain is kept for `letterlock dmarc report`.
+#[tokio::test]
+async fn dmarc_evaluations_are_collected_for_rua_and_reports_about_us_are_kept() {
+    use letterlock_queue::{DkimKeys, DmarcReports, MapResolver, Queue, QueueSettings, SpoolKey};
+    let store = test_store();
+    let spool_key = SpoolKey::generate();
+    let queue = Queue::new(
+        std::sync::Arc::clone(&store.engine),
+        &spool_key,
+        QueueSettings::default(),
+    );
+    let outbound = letterlock_queue::Outbound {
+        queue: queue.clone(),
+        dkim: DkimKeys::new(std::sync::Arc::clone(&store.engine), &spool_key),
+        wake: None,
+    };
+    let records = DnsRecords::default()
+        .with_txt("reporting.test", "v=spf1 ip4:192.0.2.7 -all")
+        .with_txt(
+            "_dmarc.reporting.test",
+            "v=DMARC1; p=reject; rua=mailto:dmarc@reporting.test",
+        );
+    let server = letterlock_smtp::SmtpServer::with_outbound(
+        store.store.clone(),
+        test_settings_with_dns(records),
+        Some(outbound),
+    )
+    .expect("server");
+    let reports = DmarcReports::new(queue.clone());
+    let resolver = MapResolver::default();
+    let a_day_later = || letterlock_queue::store::now_unix() + 86_401;
+    // A rejected spoof is evaluated, and reported, too.
+    let spoofed = converse(
+        &server,
+        Mode::Inbound,
+        &session(
+            "client.example",
+            "someone@elsewhere.test",
+            &message("News <news@reporting.test>", "spoofed"),
+        ),
+    )
+    .await;
+    assert!(spoofed.contains("550 5.7.1"), "{spoofed}");
+    let sent = reports
+        .send_due(&resolver, None, "mx.example.org", a_day_later())
+        .await
+        .expect("send");
+    assert_eq!(sent, 1, "the rejected message's evaluation");
+    let aligned = converse(
+        &server,
+        Mode::Inbound,
+        &session(
+            "client.example",
+            "news@reporting.test",
+            &message("News <news@reporting.test>", "aligned"),
+        ),
+    )
+    .await;
+    assert!(aligned.contains("250 2.0.0 accepted"), "{aligned}");
+    let sent = reports
+        .send_due(&resolver, None, "mx.example.org", a_day_later())
+        .await
+        .expect("send");
+    assert_eq!(sent, 1, "the delivered message's evaluation");
+    let queued = queue.list().expect("list");
+    assert_eq!(queued.len(), 2);
+    assert!(queued.iter().all(|entry| {
+        entry.envelope.recipients[0].address.to_string() == "dmarc@reporting.test"
+            && entry.envelope.sender.is_none()
+    }));
+
+    let incoming = mail_auth::report::Report::new()
+        .with_org_name("big-provider.test")
+        .with_email("noreply@big-provider.test")
+        .with_report_id("r-42")
+        .with_date_range_begin(1)
+        .with_date_range_end(2)
+        .with_policy_published(mail_auth::report::PolicyPublished {
+            domain: "example.org".into(),
+            ..Default::default()
+        })
+        .with_record(
+            mail_auth::report::Record::new()
+                .with_source_ip("192.0.2.99".parse().expect("ip"))
+                .with_count(12),
+        )
+        .to_rfc5322(
+            "big-provider.test",
+            ("Reports", "noreply@big-provider.test"),
+            [ALICE].into_iter(),
+        )
+        .expect("report");
+    let output = converse(
+        &server,
+        Mode::Inbound,
+        &session("client.example", "", incoming.as_bytes()),
+    )
+    .await;
+    assert!(output.contains("250 2.0.0 accepted"), "{output}");
+    let kept = reports.received(None).expect("received");
+    assert_eq!(kept.len(), 1, "the report about example.org");
+    assert_eq!(kept[0].1.report_id(), "r-42");
+}
