@@ -99,6 +99,18 @@ pub enum UserCommand {
     /// The account's OpenPGP keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// How the account's submitted mail is protected end to end: when it is encrypted to the
+    /// recipients' keys, and whether it is signed. Prints the settings after any change.
+    Settings {
+        address: String,
+        /// never | per-recipient (default: recipients with a key get an encrypted copy) |
+        /// when-all-have-keys | always (refuse mail to a recipient without a key).
+        #[arg(long, value_parser = letterlock_mailstore::EncryptionPolicy::NAMES)]
+        encrypt: Option<String>,
+        /// Sign submitted mail with the account's key (PGP/MIME).
+        #[arg(long, value_parser = ["on", "off"])]
+        sign: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -339,6 +351,29 @@ pub fn user(
             }
             store.remove_user(&address)?;
             writeln!(out, "removed user {address} and all its mail")?;
+        }
+        UserCommand::Settings {
+            address,
+            encrypt,
+            sign,
+        } => {
+            let address = parse_address(&address)?;
+            let mut settings = store.user_settings(&address)?;
+            let before = settings;
+            if let Some(policy) = encrypt
+                .as_deref()
+                .and_then(letterlock_mailstore::EncryptionPolicy::from_name)
+            {
+                settings.encryption = policy;
+            }
+            if let Some(sign) = sign {
+                settings.sign = sign == "on";
+            }
+            if settings != before {
+                store.set_user_settings(&address, settings)?;
+            }
+            writeln!(out, "encrypt: {}", settings.encryption.name())?;
+            writeln!(out, "sign: {}", if settings.sign { "on" } else { "off" })?;
         }
         UserCommand::Key(command) => match command {
             KeyCommand::List { address } => {

@@ -448,6 +448,42 @@ fn queue_commands_on_an_empty_queue() {
 }
 
 #[test]
+fn user_settings_show_and_change_the_end_to_end_protection() {
+    let env = Env::new();
+    env.ok(&["domain", "add", "example.org"], "");
+    env.ok(
+        &["user", "add", "alice@example.org"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(
+        env.ok(&["user", "settings", "alice@example.org"], ""),
+        "encrypt: per-recipient\nsign: off\n"
+    );
+    assert_eq!(
+        env.ok(
+            &[
+                "user",
+                "settings",
+                "alice@example.org",
+                "--encrypt",
+                "always",
+                "--sign",
+                "on"
+            ],
+            ""
+        ),
+        "encrypt: always\nsign: on\n"
+    );
+    assert_eq!(
+        env.ok(&["user", "settings", "alice@example.org"], ""),
+        "encrypt: always\nsign: on\n",
+        "kept"
+    );
+    let (_, error) = env.fails(&["user", "settings", "nobody@example.org"], "");
+    assert!(error.contains("nobody@example.org"), "{error}");
+}
+
+#[test]
 fn dmarc_report_lists_nothing_before_reports_arrive() {
     let env = Env::new();
     assert_eq!(

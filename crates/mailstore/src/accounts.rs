@@ -388,6 +388,10 @@ impl MailStore {
         ] {
             tx.delete(crate::spam_models::SPAM_MODELS, &key)?;
         }
+        tx.delete(
+            crate::user_settings::USER_SETTINGS,
+            &crate::user_settings::settings_key(user.id),
+        )?;
         tx.delete(USERS_BY_ID, &id_key)?;
         tx.delete(USERS, address.to_string().as_bytes())?;
         tx.commit()?;

@@ -33,6 +33,7 @@ mod search_index;
 mod session;
 mod spam_models;
 mod unlock_cache;
+mod user_settings;
 
 pub use accounts::{PasswordAuthority, PasswordReset, UserCreated, UserSummary};
 pub use delivery::{DeliveryReport, Filing};
@@ -46,6 +47,7 @@ pub use session::{
 };
 pub use spam_models::ModelOwner;
 pub use unlock_cache::{UnlockCacheStats, UNLOCK_CACHE_ENTRIES_MAX, UNLOCK_CACHE_TTL_SECS};
+pub use user_settings::{EncryptionPolicy, UserSettings};
 
 /// How the mail store is tuned; the server's configuration fills it in.
 #[derive(Clone, Copy, Debug)]

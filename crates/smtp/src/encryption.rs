@@ -60,12 +60,18 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\
         )
         .as_bytes(),
     );
-    for line in armored.lines() {
+    close_with_armour(&mut out, &armored, BOUNDARY);
+    Ok(out)
+}
+
+/// The last part of a PGP/MIME message: `armoured` with CRLF line ends, then the closing
+/// delimiter of `boundary`.
+pub(crate) fn close_with_armour(out: &mut Vec<u8>, armoured: &str, boundary: &str) {
+    for line in armoured.lines() {
         out.extend_from_slice(line.trim_end_matches('\r').as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    Ok(out)
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
 }
 
 /// The armoured OpenPGP message inside a PGP/MIME message made by [`encrypt_message`].

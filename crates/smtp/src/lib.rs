@@ -33,6 +33,7 @@ pub mod reply;
 pub mod session;
 pub mod settings;
 pub mod signatures;
+pub mod signing;
 pub mod trace;
 
 pub use reply::Reply;

@@ -20,7 +20,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use letterlock_crypto::openpgp::PublicKey;
 use letterlock_mailstore::records::flag_bits;
-use letterlock_mailstore::{Filing, MailStore, SpecialUse, StoreError, Unlocked};
+use letterlock_mailstore::{
+    EncryptionPolicy, Filing, MailStore, SpecialUse, StoreError, Unlocked, UserSettings,
+};
 
 use crate::auth::{strip_forged_results, DmarcDisposition, Envelope};
 use crate::filter::{strip_header_fields, AuthSignals, SpamFilter, VERDICT_HEADERS};
@@ -1059,15 +1061,22 @@ impl SmtpServer {
         };
         // Submission: what the user sent is kept as sent (the Sent copy); what goes out carries
         // the sender's key in an Autocrypt header (Autocrypt Level 1), signed by DKIM with it.
-        let (body, submitted) = match &state.auth {
+        let (body, submitted, protection) = match &state.auth {
             Some(authenticated) => {
                 let submitted = body.clone();
-                (
-                    self.with_autocrypt(&authenticated.address, body).await,
-                    submitted,
-                )
+                let protection = self.user_settings(&authenticated.address).await;
+                let body = self.with_autocrypt(&authenticated.address, body).await;
+                let body = if protection.sign {
+                    match self.signed(&authenticated.unlocked, body).await {
+                        Ok(signed) => signed,
+                        Err(reply) => return reply,
+                    }
+                } else {
+                    body
+                };
+                (body, submitted, protection)
             }
-            None => (body, Vec::new()),
+            None => (body, Vec::new(), UserSettings::default()),
         };
         let transaction_id = new_transaction_id();
         let remote = std::mem::take(&mut transaction.remote_recipients);
@@ -1079,8 +1088,31 @@ impl SmtpServer {
             .collect();
         let requiretls = transaction.requiretls;
         let sender = EmailAddress::try_from(transaction.sender.as_str()).ok();
+        // The outbound copies are settled before anything is delivered, so a submission the
+        // account's encryption policy refuses leaves nothing behind.
+        let copies = if remote.is_empty() {
+            Vec::new()
+        } else {
+            match &state.auth {
+                Some(authenticated) => {
+                    match self
+                        .outbound_copies(
+                            &authenticated.address,
+                            remote,
+                            body.clone(),
+                            protection.encryption,
+                        )
+                        .await
+                    {
+                        Ok(copies) => copies,
+                        Err(reply) => return reply,
+                    }
+                }
+                None => vec![(remote, body.clone())],
+            }
+        };
         if !transaction.recipients.is_empty() {
-            let single = match (transaction.recipients.as_slice(), remote.is_empty()) {
+            let single = match (transaction.recipients.as_slice(), copies.is_empty()) {
                 ([only], true) => Some(only),
                 _ => None,
             };
@@ -1103,16 +1135,7 @@ impl SmtpServer {
             self.report_local_success(state, &transaction, delivered, &body)
                 .await;
         }
-        if !remote.is_empty() {
-            // Remote recipients whose keys are known get it end-to-end encrypted (one copy for
-            // those named in To:/Cc:, one each for the others, so a Bcc stays hidden).
-            let copies = match &state.auth {
-                Some(authenticated) => {
-                    self.outbound_copies(&authenticated.address, remote, body)
-                        .await
-                }
-                None => vec![(remote, body)],
-            };
+        {
             for (recipients, body) in copies {
                 let single = match recipients.as_slice() {
                     [only] => Some(only.clone()),
@@ -1424,9 +1447,10 @@ impl SmtpServer {
         sender: &EmailAddress,
         remote: Vec<EmailAddress>,
         message: Vec<u8>,
-    ) -> Vec<(Vec<EmailAddress>, Vec<u8>)> {
-        if is_encrypted(&message) {
-            return vec![(remote, message)];
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<(Vec<EmailAddress>, Vec<u8>)>, Reply> {
+        if policy == EncryptionPolicy::Never || is_encrypted(&message) {
+            return Ok(vec![(remote, message)]);
         }
         let store = self.store.clone();
         let sender = sender.clone();
@@ -1453,8 +1477,36 @@ impl SmtpServer {
         // Without the sender's own key (it cannot happen for an account) or the lookup, the
         // message goes as it is: never dropped.
         let Ok((Some(own), keys)) = looked_up else {
-            return vec![(everyone, message)];
+            if policy == EncryptionPolicy::Always {
+                return Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "temporary failure, try again later",
+                ));
+            }
+            return Ok(vec![(everyone, message)]);
         };
+        let keyless: Vec<String> = keys
+            .iter()
+            .filter(|(_, key)| key.is_none())
+            .map(|(recipient, _)| recipient.to_string())
+            .collect();
+        match policy {
+            EncryptionPolicy::Always if !keyless.is_empty() => {
+                return Err(Reply::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                    "this account sends only encrypted mail, and no OpenPGP key is known for {}",
+                    keyless.join(", ")
+                ),
+                ))
+            }
+            EncryptionPolicy::WhenAllHaveKeys if !keyless.is_empty() => {
+                return Ok(vec![(everyone, message)])
+            }
+            _ => {}
+        }
         let named = header_addresses(&message, &["To", "Cc"]);
         let mut clear = Vec::new();
         let mut together: Vec<(EmailAddress, PublicKey)> = Vec::new();
@@ -1485,9 +1537,54 @@ impl SmtpServer {
             }
         }
         if !clear.is_empty() {
+            if policy == EncryptionPolicy::Always {
+                return Err(Reply::new(
+                    451,
+                    "4.7.0",
+                    "the message could not be encrypted; nothing was sent",
+                ));
+            }
             copies.push((clear, message));
         }
-        copies
+        Ok(copies)
+    }
+
+    /// The account's end-to-end settings; the defaults when they cannot be read (never a
+    /// reason to refuse mail).
+    async fn user_settings(&self, account: &EmailAddress) -> UserSettings {
+        let (store, account) = (self.store.clone(), account.clone());
+        tokio::task::spawn_blocking(move || store.user_settings(&account))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// `body` signed with the account's current key (PGP/MIME). A signature the account asked
+    /// for and cannot get refuses the submission rather than send it unsigned.
+    async fn signed(&self, unlocked: &Arc<Unlocked>, body: Vec<u8>) -> Result<Vec<u8>, Reply> {
+        let unlocked = Arc::clone(unlocked);
+        let signed = tokio::task::spawn_blocking(move || {
+            let key = unlocked.current_key().map_err(|error| error.to_string())?;
+            crate::signing::sign_message(&body, key).map_err(|error| error.to_string())
+        })
+        .await;
+        match signed {
+            Ok(Ok(signed)) => Ok(signed),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not sign a submission");
+                Err(Reply::new(
+                    451,
+                    "4.7.0",
+                    "the message could not be signed; nothing was sent",
+                ))
+            }
+            Err(_) => Err(Reply::new(
+                451,
+                "4.3.0",
+                "temporary failure, try again later",
+            )),
+        }
     }
 
     async fn store_sent_copy(&self, unlocked: Arc<Unlocked>, body: Vec<u8>) {

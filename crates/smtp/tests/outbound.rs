@@ -30,7 +30,10 @@ context = ssl.create_default_context(cafile=cafile)
 client = smtplib.SMTP("localhost", int(port), local_hostname="client.example")
 client.starttls(context=context)
 client.login(user, password)
-print("sent", client.sendmail(sender, recipients, message))
+try:
+    print("sent", client.sendmail(sender, recipients, message))
+except smtplib.SMTPException as error:
+    print("refused", error)
 client.quit()
 "#;
 
@@ -92,6 +95,12 @@ async fn two_servers(sender: &TestStore, receiver: &TestStore) -> TwoServers {
 
 /// Alice submits `message` to `recipients` with smtplib over STARTTLS; it must be accepted.
 async fn submit(sending: &RunningServer, message: &str, recipients: &[&str]) {
+    let stdout = try_submit(sending, message, recipients).await;
+    assert!(stdout.starts_with("sent {}"), "{stdout}");
+}
+
+/// As [`submit`], returning smtplib's outcome: `sent {...}` or `refused (code, text)`.
+async fn try_submit(sending: &RunningServer, message: &str, recipients: &[&str]) -> String {
     let mut arguments: Vec<String> = vec![
         "-c".into(),
         SUBMIT.into(),
@@ -104,7 +113,8 @@ async fn submit(sending: &RunningServer, message: &str, recipients: &[&str]) {
     arguments.extend(recipients.iter().map(|recipient| recipient.to_string()));
     let (ok, stdout, stderr) =
         run_program("python3", arguments, Some(message.as_bytes().to_vec())).await;
-    assert!(ok && stdout.starts_with("sent {}"), "{stdout} {stderr}");
+    assert!(ok, "{stdout} {stderr}");
+    stdout
 }
 
 /// One round of the queue runner, delivering everything queued to `receiving` (the MX of
@@ -434,5 +444,181 @@ async fn dsn_requests_of_a_submission_are_honoured_locally_and_passed_on() {
         inbox(&sender.store, ALICE).len(),
         1,
         "the next server took the report over"
+    );
+}
+
+/// Carol's GnuPG home under `root`, her key learnt by `sender` (as Autocrypt would).
+fn carol_known_to(sender: &TestStore, root: &std::path::Path) -> std::path::PathBuf {
+    let home = gpg_home_with_key(root, CAROL);
+    sender
+        .store
+        .record_peer_key(&address(CAROL), &gpg(&home, &["--export", CAROL]).stdout)
+        .expect("peer key");
+    home
+}
+
+/// The account's encryption policy decides what leaves: `never` sends to a known key in the
+/// clear, `when-all-have-keys` encrypts only when nobody lacks a key, `always` refuses a
+/// submission with a keyless recipient before anything is delivered or queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accounts_encryption_policy_decides_what_leaves_encrypted() {
+    use letterlock_mailstore::{EncryptionPolicy, UserSettings};
+    let sender = test_store();
+    let receiver = test_store_for("remote.test", &[CAROL, ERIN]);
+    let root = tempfile::tempdir().expect("tempdir");
+    carol_known_to(&sender, root.path());
+    let TwoServers {
+        queue,
+        sending,
+        receiving,
+        ..
+    } = two_servers(&sender, &receiver).await;
+    let set = |encryption| {
+        sender
+            .store
+            .set_user_settings(
+                &address(ALICE),
+                UserSettings {
+                    encryption,
+                    sign: false,
+                },
+            )
+            .expect("settings")
+    };
+    let message = |subject: &str| {
+        format!("From: {ALICE}\r\nTo: {CAROL}\r\nSubject: {subject}\r\n\r\n{CANARY}\r\n")
+    };
+    let encrypted = |user: &str| {
+        let delivered = inbox(&receiver.store, user);
+        let last = delivered.last().expect("delivered");
+        String::from_utf8_lossy(last).contains("multipart/encrypted")
+    };
+
+    set(EncryptionPolicy::Never);
+    submit(&sending, &message("never"), &[CAROL]).await;
+    deliver_queue(&queue, &sender, &receiving, 1).await;
+    assert!(!encrypted(CAROL), "never: clear even to a known key");
+
+    set(EncryptionPolicy::WhenAllHaveKeys);
+    submit(&sending, &message("not all"), &[CAROL, ERIN]).await;
+    deliver_queue(&queue, &sender, &receiving, 1).await;
+    assert!(
+        !encrypted(CAROL) && !encrypted(ERIN),
+        "Erin has no key: all clear"
+    );
+    submit(&sending, &message("all"), &[CAROL]).await;
+    deliver_queue(&queue, &sender, &receiving, 1).await;
+    assert!(encrypted(CAROL), "everyone has a key: encrypted");
+
+    set(EncryptionPolicy::Always);
+    let sent_before = mailbox(&sender.store, ALICE, "Sent").len();
+    let outcome = try_submit(&sending, &message("always"), &[CAROL, ERIN, BOB]).await;
+    assert!(
+        outcome.starts_with("refused") && outcome.contains("550") && outcome.contains(ERIN),
+        "{outcome}"
+    );
+    assert!(queue.list().expect("list").is_empty(), "nothing queued");
+    assert!(
+        inbox(&sender.store, BOB).is_empty(),
+        "nothing delivered locally"
+    );
+    assert_eq!(mailbox(&sender.store, ALICE, "Sent").len(), sent_before);
+    submit(&sending, &message("always, all keys"), &[CAROL]).await;
+    deliver_queue(&queue, &sender, &receiving, 1).await;
+    assert!(encrypted(CAROL));
+}
+
+/// With signing on, submissions leave as PGP/MIME signed messages that GnuPG verifies with
+/// Alice's published key; an encrypted copy is signed inside its encryption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_submissions_verify_with_gnupg_in_the_clear_and_inside_encryption() {
+    use letterlock_mailstore::UserSettings;
+    let sender = test_store();
+    let receiver = test_store_for("remote.test", &[CAROL, ERIN]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let carol_home = carol_known_to(&sender, root.path());
+    // Carol and Erin's side knows Alice's public key (as WKD would give it).
+    let alice_key = sender
+        .store
+        .public_key(&address(ALICE))
+        .expect("Alice's key");
+    let alice_key_file = root.path().join("alice.pgp");
+    std::fs::write(&alice_key_file, &alice_key).expect("write");
+    gpg(
+        &carol_home,
+        &["--import", alice_key_file.to_str().expect("utf-8")],
+    );
+    sender
+        .store
+        .set_user_settings(
+            &address(ALICE),
+            UserSettings {
+                sign: true,
+                ..UserSettings::default()
+            },
+        )
+        .expect("settings");
+    let TwoServers {
+        queue,
+        sending,
+        receiving,
+        ..
+    } = two_servers(&sender, &receiver).await;
+    let message = format!(
+        "From: {ALICE}\r\nTo: {CAROL}\r\nCc: {ERIN}\r\nSubject: signed\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSigned words, {CANARY}.\r\n"
+    );
+    submit(&sending, &message, &[CAROL, ERIN]).await;
+    deliver_queue(&queue, &sender, &receiving, 2).await;
+
+    let verify = |signed: &[u8], name: &str| {
+        let (content, signature) =
+            letterlock_smtp::signatures::pgp_mime_parts(signed).expect("PGP/MIME signed");
+        let content_file = root.path().join(format!("{name}.content"));
+        let signature_file = root.path().join(format!("{name}.asc"));
+        std::fs::write(&content_file, &content).expect("write");
+        std::fs::write(&signature_file, &signature).expect("write");
+        let output = gpg(
+            &carol_home,
+            &[
+                "--status-fd",
+                "1",
+                "--verify",
+                signature_file.to_str().expect("utf-8"),
+                content_file.to_str().expect("utf-8"),
+            ],
+        );
+        let status = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(status.contains("[GNUPG:] GOODSIG"), "{name}: {status}");
+        String::from_utf8_lossy(&content).into_owned()
+    };
+
+    // Erin has no key: her copy is signed in the clear.
+    let erin = inbox(&receiver.store, ERIN);
+    let content = verify(&erin[0], "erin");
+    assert!(
+        content.contains(CANARY) && content.starts_with("Content-Type: text/plain"),
+        "{content}"
+    );
+
+    // Carol's copy is encrypted; inside is the signed message.
+    let carol = inbox(&receiver.store, CAROL);
+    let armored = root.path().join("carol.pgp.asc");
+    std::fs::write(
+        &armored,
+        letterlock_smtp::encryption::armored_part(&carol[0]).expect("encrypted"),
+    )
+    .expect("write");
+    let inner = gpg(
+        &carol_home,
+        &["--decrypt", armored.to_str().expect("utf-8")],
+    )
+    .stdout;
+    assert!(String::from_utf8_lossy(&inner).contains("multipart/signed"));
+    verify(&inner, "carol");
+
+    // What Alice wrote is her Sent copy, unsigned.
+    assert_eq!(
+        mailbox(&sender.store, ALICE, "Sent"),
+        vec![message.into_bytes()]
     );
 }
