@@ -197,6 +197,27 @@ impl PublicKey {
         Ok(self.key.to_bytes()?)
     }
 
+    /// The key's user IDs, as text.
+    pub fn user_ids(&self) -> Vec<String> {
+        self.key
+            .details
+            .users
+            .iter()
+            .map(|user| String::from_utf8_lossy(user.id.id()).into_owned())
+            .collect()
+    }
+
+    /// Whether a user ID names `address` (as `Name <address>` or the bare address), ignoring
+    /// case: what a key found for an address must show (draft-koch-openpgp-webkey-service
+    /// section 3.1).
+    pub fn names_address(&self, address: &str) -> bool {
+        let address = address.to_lowercase();
+        self.user_ids().iter().any(|user_id| {
+            let user_id = user_id.to_lowercase();
+            user_id == address || user_id.ends_with(&format!("<{address}>"))
+        })
+    }
+
     pub fn to_armored(&self) -> Result<String> {
         Ok(self.key.to_armored_string(ArmorOptions::default())?)
     }

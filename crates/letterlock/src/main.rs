@@ -434,6 +434,8 @@ fn spool_key(config: &Config) -> anyhow::Result<letterlock_queue::SpoolKey> {
 const SPOOL_KEY_VARIABLE: &str = "LETTERLOCK_SPOOL_KEY";
 /// RFC 5321 section 4.5.4: relays deliver to port 25.
 const OUTBOUND_SMTP_PORT: u16 = 25;
+/// Where MTA-STS policies and WKD keys are fetched from.
+const HTTPS_PORT: u16 = 443;
 /// On shutdown, the outbound runner gets this long to finish the delivery in hand.
 const RUNNER_STOP_GRACE_SECS: u64 = 5;
 
@@ -590,13 +592,26 @@ fn serve(config: Config) -> anyhow::Result<()> {
             // No DNS: every destination is unknown, so mail waits in the queue.
             DnsResolver::Off => Arc::new(letterlock_queue::MapResolver::default()),
         };
+        let roots = Arc::new(letterlock_queue::client::system_roots());
+        // Recipients' keys by WKD for outbound encryption (only with real DNS).
+        let key_discovery = match config.dns.resolver {
+            DnsResolver::System => Some(Arc::new(letterlock_queue::wkd::KeyDiscovery::new(
+                Arc::clone(&resolver),
+                letterlock_queue::https::HttpsSettings {
+                    port: HTTPS_PORT,
+                    roots: Arc::clone(&roots),
+                },
+            ))),
+            DnsResolver::Off => None,
+        };
         let client = letterlock_queue::client::ClientSettings {
             hostname: config.hostname.to_string(),
             port: OUTBOUND_SMTP_PORT,
             timeouts: letterlock_queue::client::Timeouts::default(),
-            roots: Arc::new(letterlock_queue::client::system_roots()),
+            roots,
         };
         let mut runner_settings = letterlock_queue::RunnerSettings::new(client);
+        runner_settings.mta_sts_port = HTTPS_PORT;
         runner_settings.dkim = Some(services.dkim.clone());
         let runner = letterlock_queue::Runner::new(
             services.queue.clone(),
@@ -609,7 +624,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             dkim: services.dkim.clone(),
             wake: Some(runner.waker()),
         };
-        let handlers = handlers(&store, outbound, &config)?;
+        let handlers = handlers(&store, outbound, key_discovery, &config)?;
         let (runner_stop, runner_stopped) = tokio::sync::oneshot::channel::<()>();
         let runner_task = tokio::spawn(runner.run(async {
             let _ = runner_stopped.await;
@@ -659,9 +674,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
 fn handlers(
     store: &MailStore,
     outbound: letterlock_queue::Outbound,
+    key_discovery: Option<Arc<letterlock_queue::wkd::KeyDiscovery>>,
     config: &Config,
 ) -> anyhow::Result<letterlock_server::Handlers> {
     let mut settings = letterlock_smtp::Settings::from_limits(&config.limits);
+    settings.key_discovery = key_discovery;
     settings.sender_authentication = Some(Arc::new(
         match config.dns.resolver {
             DnsResolver::System => letterlock_smtp::auth::SenderAuthenticator::from_system_conf()

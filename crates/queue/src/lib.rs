@@ -12,6 +12,8 @@
 //! - `mta_sts`: MTA-STS (RFC 8461): the TXT announcement, the policy fetched over HTTPS, and
 //!   its durable, sealed cache.
 //! - `dane`: DANE for SMTP (RFC 7672): TLSA matching and the certificate verifier.
+//! - `https`: the small HTTPS GET client MTA-STS and WKD use (verified TLS, no redirects).
+//! - `wkd`: recipients' OpenPGP keys found by Web Key Directory, cached.
 //! - `runner`: claims due entries, delivers per domain, retries with backoff until expiry
 //!   (RFC 5321 section 4.5.4.1), bounces.
 //! - `dsn`: bounces as RFC 3464 delivery status notifications.
@@ -34,11 +36,15 @@ pub mod dkim;
 pub mod dmarc_reports;
 pub mod dsn;
 pub mod error;
+pub mod https;
 pub mod mta_sts;
 pub mod resolver;
 pub mod runner;
 pub mod spool_key;
 pub mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
+pub mod wkd;
 
 pub use dkim::{DkimKeys, DomainSigner, TxtRecord};
 pub use dmarc_reports::DmarcReports;

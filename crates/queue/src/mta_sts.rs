@@ -10,23 +10,18 @@
 //! changes. The cache is a table of the queue's engine, sealed under the queue key, with the
 //! domain as a keyed hash: who the server writes to stays private.
 //!
-//! The policy is fetched with a small HTTP/1.0 client written here rather than an HTTP crate:
-//! one GET, no redirects (section 3.3 forbids following them), no cookies, no keep-alive,
-//! a 64 KiB body at most; an HTTP/1.0 request also means the reply is never chunked.
+//! The policy is fetched with the crate's small HTTPS client ([`crate::https`]): one GET, no
+//! redirects (section 3.3 forbids following them), a 64 KiB body at most.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use letterlock_storage::Table;
 use letterlock_types::Domain;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::RootCertStore;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
+use crate::https::{self, Fetched, HttpsSettings};
 use crate::resolver::{DnsError, Resolver};
 use crate::store::Queue;
 
@@ -34,8 +29,6 @@ pub const MTA_STS_POLICIES: Table = Table::new("mta_sts_policies");
 
 /// Section 3.3: "senders MAY impose a limit... of 64 KB" on the policy body.
 pub const POLICY_SIZE_MAX_BYTES: usize = 64 * 1024;
-/// The status line and headers of the policy reply.
-pub const POLICY_HEADERS_MAX_BYTES: usize = 8 * 1024;
 /// Section 3.2: `max_age` is at most 31557600 seconds (about a year).
 pub const POLICY_MAX_AGE_MAX_SECS: u64 = 31_557_600;
 /// `mx` patterns kept from one policy.
@@ -267,100 +260,35 @@ pub async fn fetch_policy(
     now: i64,
 ) -> Result<Policy, String> {
     let host = format!("mta-sts.{domain}");
-    let body = tokio::time::timeout(fetch.timeout, get_policy_text(resolver, fetch, &host))
-        .await
-        .map_err(|_| format!("fetching the policy from {host} timed out"))??;
-    Policy::parse(id, &body, now)
+    let https = HttpsSettings {
+        port: fetch.port,
+        roots: Arc::clone(&fetch.roots),
+    };
+    let fetched = tokio::time::timeout(
+        fetch.timeout,
+        https::get(
+            resolver,
+            &https,
+            &host,
+            "/.well-known/mta-sts.txt",
+            POLICY_SIZE_MAX_BYTES,
+        ),
+    )
+    .await
+    .map_err(|_| format!("fetching the policy from {host} timed out"))??;
+    let text = policy_text(fetched).map_err(|error| format!("{host}: {error}"))?;
+    Policy::parse(id, &text, now)
 }
 
-async fn get_policy_text(
-    resolver: &dyn Resolver,
-    fetch: &FetchSettings,
-    host: &str,
-) -> Result<String, String> {
-    let addresses = resolver
-        .ip(host)
-        .await
-        .map_err(|error| format!("{host}: {error}"))?;
-    let address = addresses
-        .first()
-        .ok_or_else(|| format!("{host} has no address"))?;
-    let tcp = TcpStream::connect(SocketAddr::new(*address, fetch.port))
-        .await
-        .map_err(|error| format!("cannot connect to {host}: {error}"))?;
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| error.to_string())?
-            .with_root_certificates(Arc::clone(&fetch.roots))
-            .with_no_client_auth();
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| format!("{host} is not a valid TLS name"))?;
-    let mut tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|error| format!("TLS with {host} failed: {error}"))?;
-    let request = format!(
-        "GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: {host}\r\nUser-Agent: letterlock\r\n\r\n"
-    );
-    tls.write_all(request.as_bytes())
-        .await
-        .map_err(|error| format!("writing to {host}: {error}"))?;
-    let mut reply = Vec::new();
-    let limit = (POLICY_HEADERS_MAX_BYTES + POLICY_SIZE_MAX_BYTES + 1) as u64;
-    // A server that closes without close_notify still sent what it sent: keep it.
-    let read = (&mut tls).take(limit).read_to_end(&mut reply).await;
-    if let Err(error) = read {
-        if reply.is_empty() {
-            return Err(format!("reading from {host}: {error}"));
-        }
-    }
-    parse_reply(&reply).map_err(|error| format!("{host}: {error}"))
-}
-
-/// The status line must say 200 (no redirects), the type must be text/plain, and the body
-/// must fit the limit.
-fn parse_reply(reply: &[u8]) -> Result<String, String> {
-    let end = reply
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .filter(|end| *end <= POLICY_HEADERS_MAX_BYTES)
-        .ok_or("no complete reply header")?;
-    let head = String::from_utf8_lossy(&reply[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    let code = status.split_whitespace().nth(1).unwrap_or_default();
-    if !status.starts_with("HTTP/1.") || code != "200" {
-        return Err(format!("the policy server replied {status:?}"));
-    }
-    let mut content_type = None;
-    let mut length = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-type") {
-                content_type = Some(value.to_ascii_lowercase());
-            } else if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            }
-        }
-    }
-    let is_text = content_type
-        .as_deref()
-        .is_some_and(|value| value.split(';').next().map(str::trim) == Some("text/plain"));
-    if !is_text {
+/// Section 3.3: the policy is `text/plain`, in UTF-8.
+fn policy_text(fetched: Fetched) -> Result<String, String> {
+    if fetched.content_type.as_deref() != Some("text/plain") {
         return Err(format!(
-            "the policy's type is {content_type:?}, not text/plain"
+            "the policy's type is {:?}, not text/plain",
+            fetched.content_type
         ));
     }
-    let mut body = &reply[end + 4..];
-    if let Some(length) = length {
-        body = &body[..length.min(body.len())];
-    }
-    if body.len() > POLICY_SIZE_MAX_BYTES {
-        return Err("the policy is larger than 64 KiB".into());
-    }
-    String::from_utf8(body.to_vec()).map_err(|_| "the policy is not UTF-8".to_string())
+    String::from_utf8(fetched.body).map_err(|_| "the policy is not UTF-8".to_string())
 }
 
 #[cfg(test)]
@@ -424,15 +352,15 @@ mod tests {
     }
 
     #[test]
-    fn only_a_200_text_plain_reply_within_the_limit_is_a_policy() {
-        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello trailing";
-        assert_eq!(parse_reply(ok), Ok("hello".into()));
-        let redirect = b"HTTP/1.1 301 Moved\r\nLocation: https://evil.test/\r\n\r\n";
-        assert!(parse_reply(redirect).expect_err("3xx").contains("301"));
-        let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>";
-        assert!(parse_reply(html).expect_err("html").contains("text/plain"));
-        let mut large = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
-        large.resize(large.len() + POLICY_SIZE_MAX_BYTES + 1, b'a');
-        assert!(parse_reply(&large).expect_err("large").contains("64 KiB"));
+    fn only_text_plain_in_utf8_is_a_policy() {
+        let fetched = |content_type: &str, body: &[u8]| Fetched {
+            content_type: Some(content_type.into()),
+            body: body.to_vec(),
+        };
+        assert_eq!(policy_text(fetched("text/plain", b"ok")), Ok("ok".into()));
+        assert!(policy_text(fetched("text/html", b"<html>"))
+            .expect_err("html")
+            .contains("text/plain"));
+        assert!(policy_text(fetched("text/plain", &[0xff, 0xfe])).is_err());
     }
 }

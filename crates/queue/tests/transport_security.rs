@@ -11,80 +11,15 @@ use std::time::Duration;
 use common::*;
 use letterlock_queue::resolver::TlsaRecord;
 use letterlock_queue::store::now_unix;
+use letterlock_queue::testing::*;
 use letterlock_queue::{MapResolver, QueueId, RunnerSettings};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 const RECIPIENT: &str = "carol@remote.test";
 const ENFORCE: &str = "version: STSv1\r\nmode: enforce\r\nmx: mx.remote.test\r\nmax_age: 86400\r\n";
-
-struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Letterlock test CA");
-        let key = KeyPair::generate().expect("key");
-        TestCa {
-            issuer: CertifiedIssuer::self_signed(params, key).expect("CA"),
-        }
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.issuer.der().clone()
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der()).expect("root");
-        roots
-    }
-
-    /// A certificate for `name` signed by this CA, and its key.
-    fn leaf(&self, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().expect("key");
-        let certificate = CertificateParams::new(vec![name.to_string()])
-            .expect("params")
-            .signed_by(&key, &self.issuer)
-            .expect("leaf");
-        (certificate.der().clone(), private_key(&key))
-    }
-}
-
-fn private_key(key: &KeyPair) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
-}
-
-fn self_signed(name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().expect("key");
-    let certificate = CertificateParams::new(vec![name.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("certificate");
-    (certificate.der().clone(), private_key(&key))
-}
-
-fn acceptor(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> TlsAcceptor {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
-    TlsAcceptor::from(Arc::new(config))
-}
 
 fn spki_sha256(certificate: &CertificateDer<'_>) -> Vec<u8> {
     let spki = letterlock_queue::dane::subject_public_key_info(certificate).expect("spki");
@@ -93,41 +28,13 @@ fn spki_sha256(certificate: &CertificateDer<'_>) -> Vec<u8> {
 
 /// An HTTPS server answering every request with `body` as text/plain; counts the requests.
 async fn policy_server(tls: TlsAcceptor, body: &str) -> (u16, Arc<AtomicU32>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let fetches = Arc::new(AtomicU32::new(0));
-    let (counted, body) = (Arc::clone(&fetches), body.to_string());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (tls, counted, body) = (tls.clone(), Arc::clone(&counted), body.clone());
-            tokio::spawn(async move {
-                let Ok(mut stream) = tls.accept(stream).await else {
-                    return;
-                };
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(count) => request.extend_from_slice(&chunk[..count]),
-                    }
-                }
-                assert!(
-                    request.starts_with(b"GET /.well-known/mta-sts.txt HTTP/1.0\r\n"),
-                    "{}",
-                    String::from_utf8_lossy(&request)
-                );
-                counted.fetch_add(1, Ordering::SeqCst);
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    (port, fetches)
+    let body = body.to_string();
+    let server = HttpsServer::start(tls, move |path| {
+        assert_eq!(path, "/.well-known/mta-sts.txt");
+        (200, "text/plain", body.clone().into_bytes())
+    })
+    .await;
+    (server.port, server.requests)
 }
 
 /// remote.test's MX on 127.0.0.1, announcing an MTA-STS policy with `id`.

@@ -1476,7 +1476,7 @@ impl SmtpServer {
         .await;
         // Without the sender's own key (it cannot happen for an account) or the lookup, the
         // message goes as it is: never dropped.
-        let Ok((Some(own), keys)) = looked_up else {
+        let Ok((Some(own), mut keys)) = looked_up else {
             if policy == EncryptionPolicy::Always {
                 return Err(Reply::new(
                     451,
@@ -1486,6 +1486,7 @@ impl SmtpServer {
             }
             return Ok(vec![(everyone, message)]);
         };
+        self.discover_keys(&mut keys).await;
         let keyless: Vec<String> = keys
             .iter()
             .filter(|(_, key)| key.is_none())
@@ -1547,6 +1548,29 @@ impl SmtpServer {
             copies.push((clear, message));
         }
         Ok(copies)
+    }
+
+    /// Recipients with no learnt key get one from WKD when the server looks there (all
+    /// lookups at once; each bounded by its own timeout, and cached).
+    async fn discover_keys(&self, keys: &mut [(EmailAddress, Option<PublicKey>)]) {
+        let Some(discovery) = &self.settings.key_discovery else {
+            return;
+        };
+        let mut lookups = tokio::task::JoinSet::new();
+        for (index, (recipient, key)) in keys.iter().enumerate() {
+            if key.is_none() {
+                let (discovery, recipient) = (Arc::clone(discovery), recipient.clone());
+                lookups.spawn(async move { (index, discovery.key_for(&recipient).await) });
+            }
+        }
+        while let Some(done) = lookups.join_next().await {
+            if let Ok((index, Some(bytes))) = done {
+                if let (Some(slot), Ok(key)) = (keys.get_mut(index), PublicKey::from_bytes(&bytes))
+                {
+                    slot.1 = Some(key);
+                }
+            }
+        }
     }
 
     /// The account's end-to-end settings; the defaults when they cannot be read (never a

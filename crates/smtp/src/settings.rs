@@ -8,6 +8,7 @@ use std::time::Duration;
 use letterlock_server::config::Limits;
 
 use crate::auth::SenderAuthenticator;
+use letterlock_queue::wkd::KeyDiscovery;
 
 /// RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets including CRLF, but SMTP
 /// extensions (SIZE, DSN, SMTPUTF8 addresses) lengthen MAIL and RCPT; 1000 matches the text
@@ -85,6 +86,9 @@ pub struct Settings {
     /// test reaches DNS by accident): not checked, and no `Authentication-Results` is written,
     /// though forged ones claiming our host name are still removed.
     pub sender_authentication: Option<Arc<SenderAuthenticator>>,
+    /// Looks up recipients' keys by WKD for outbound encryption when no Autocrypt header
+    /// taught one. `None` (the default): only learnt keys are used.
+    pub key_discovery: Option<Arc<KeyDiscovery>>,
 }
 
 impl Default for Settings {
@@ -98,6 +102,7 @@ impl Default for Settings {
             errors_per_session_max: ERRORS_PER_SESSION_MAX,
             idle_timeout: Duration::from_secs(IDLE_TIMEOUT_SECS_DEFAULT),
             tls_handshake_timeout: Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
+            key_discovery: None,
             auth_failures_per_session_max: AUTH_FAILURES_PER_SESSION_MAX,
             auth_failures_per_account_max: AUTH_FAILURES_PER_ACCOUNT_MAX,
             auth_failures_per_ip_max: AUTH_FAILURES_PER_IP_MAX,

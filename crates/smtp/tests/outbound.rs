@@ -71,6 +71,15 @@ struct TwoServers {
 }
 
 async fn two_servers(sender: &TestStore, receiver: &TestStore) -> TwoServers {
+    two_servers_with(sender, receiver, test_settings()).await
+}
+
+/// As [`two_servers`], the sending server with `settings`.
+async fn two_servers_with(
+    sender: &TestStore,
+    receiver: &TestStore,
+    settings: letterlock_smtp::Settings,
+) -> TwoServers {
     let spool_key = SpoolKey::generate();
     let queue = Queue::new(
         Arc::clone(&sender.engine),
@@ -83,7 +92,7 @@ async fn two_servers(sender: &TestStore, receiver: &TestStore) -> TwoServers {
         dkim: dkim.clone(),
         wake: None,
     };
-    let sending = RunningServer::start_with_outbound(sender, test_settings(), Some(outbound)).await;
+    let sending = RunningServer::start_with_outbound(sender, settings, Some(outbound)).await;
     let receiving = RunningServer::start(receiver, test_settings()).await;
     TwoServers {
         queue,
@@ -621,4 +630,76 @@ async fn signed_submissions_verify_with_gnupg_in_the_clear_and_inside_encryption
         mailbox(&sender.store, ALICE, "Sent"),
         vec![message.into_bytes()]
     );
+}
+
+/// Erin's key was never learnt, but her domain publishes it by WKD (advanced method, served
+/// over HTTPS under a test CA): Alice's mail to her leaves encrypted to it and GnuPG, holding
+/// Erin's secret key, decrypts it. Dan's domain has no key for him: his copy is clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_found_by_wkd_encrypts_the_submission() {
+    use letterlock_queue::testing::{acceptor, HttpsServer, TestCa};
+    let sender = test_store();
+    let receiver = test_store_for("remote.test", &[DAN, ERIN]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let erin_home = gpg_home_with_key(root.path(), ERIN);
+    let erin_key = gpg(&erin_home, &["--export", ERIN]).stdout;
+    let ca = TestCa::new();
+    let (certificate, private_key) = ca.leaf("openpgpkey.remote.test");
+    let erin_path = format!(
+        "/.well-known/openpgpkey/remote.test/hu/{}?l=erin",
+        letterlock_crypto::wkd::local_part_hash("erin")
+    );
+    let wkd = HttpsServer::start(acceptor(vec![certificate], private_key), move |path| {
+        if path == erin_path {
+            (200, "application/octet-stream", erin_key.clone())
+        } else {
+            (404, "text/plain", Vec::new())
+        }
+    })
+    .await;
+    let resolver =
+        MapResolver::default().with_ip("openpgpkey.remote.test", "127.0.0.1".parse().expect("ip"));
+    let mut settings = test_settings();
+    settings.key_discovery = Some(Arc::new(letterlock_queue::wkd::KeyDiscovery::new(
+        Arc::new(resolver),
+        letterlock_queue::https::HttpsSettings {
+            port: wkd.port,
+            roots: Arc::new(ca.roots()),
+        },
+    )));
+    let TwoServers {
+        queue,
+        sending,
+        receiving,
+        ..
+    } = two_servers_with(&sender, &receiver, settings).await;
+    let message =
+        format!("From: {ALICE}\r\nTo: {ERIN}, {DAN}\r\nSubject: found by WKD\r\n\r\n{CANARY}\r\n");
+    submit(&sending, &message, &[ERIN, DAN]).await;
+    deliver_queue(&queue, &sender, &receiving, 2).await;
+
+    let erin = inbox(&receiver.store, ERIN);
+    let text = String::from_utf8_lossy(&erin[0]).into_owned();
+    assert!(
+        text.contains("multipart/encrypted") && !text.contains(CANARY),
+        "{text}"
+    );
+    let armored = root.path().join("erin.asc");
+    std::fs::write(
+        &armored,
+        letterlock_smtp::encryption::armored_part(&erin[0]).expect("armoured"),
+    )
+    .expect("write");
+    let decrypted = gpg(&erin_home, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
+    assert!(String::from_utf8_lossy(&decrypted).contains(CANARY));
+    let dan = inbox(&receiver.store, DAN);
+    assert!(
+        String::from_utf8_lossy(&dan[0]).contains(CANARY),
+        "no key for Dan: clear"
+    );
+    assert_eq!(wkd.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // The answers are cached: a second message asks nobody.
+    submit(&sending, &message, &[ERIN, DAN]).await;
+    assert_eq!(wkd.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

@@ -6,38 +6,7 @@
 //! `https://DOMAIN/.well-known/openpgpkey/hu/HASH?l=LOCAL`, and the advanced method on a
 //! dedicated host, `https://openpgpkey.DOMAIN/.well-known/openpgpkey/DOMAIN/hu/HASH?l=LOCAL`.
 
-use sha1::{Digest, Sha1};
-
-const ZBASE32_ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
-
-/// z-base-32 of `bytes`, most significant bit first.
-pub fn zbase32(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(
-                ZBASE32_ALPHABET[((buffer >> bits) & 31) as usize],
-            ));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(
-            ZBASE32_ALPHABET[((buffer << (5 - bits)) & 31) as usize],
-        ));
-    }
-    out
-}
-
-/// The WKD hash of a local part.
-pub fn local_part_hash(local_part: &str) -> String {
-    let digest = Sha1::digest(local_part.to_lowercase().as_bytes());
-    zbase32(&digest)
-}
+pub use letterlock_crypto::wkd::{local_part_hash, zbase32, ZBASE32_ALPHABET};
 
 /// What a WKD request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,18 +83,6 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashes_match_gnupg() {
-        // `gpg-wks-client --print-wkd-hash alice@example.org` (GnuPG 2.2.40).
-        assert_eq!(local_part_hash("alice"), "kei1q4tipxxu1yj79k9kfukdhfy631xe");
-        assert_eq!(local_part_hash("Alice"), "kei1q4tipxxu1yj79k9kfukdhfy631xe");
-        // The example of draft-koch-openpgp-webkey-service section 3.1.
-        assert_eq!(
-            local_part_hash("Joe.Doe"),
-            "iy9q119eutrkn8s1mk4r39qejnbu3n5q"
-        );
-    }
 
     #[test]
     fn parses_both_methods() {

@@ -1,0 +1,153 @@
+//! A small HTTPS client for the two things delivery fetches over the web: MTA-STS policies
+//! (RFC 8461 section 3.3) and WKD keys (draft-koch-openpgp-webkey-service). Written here rather
+//! than taken from an HTTP crate because both need the same narrow thing: one GET over rustls
+//! with the server's name verified against the configured roots, the host resolved through the
+//! delivery [`Resolver`] (so tests never leave loopback), no redirects (RFC 8461 forbids
+//! following them; a WKD key must come from the address's own domain), no cookies, no
+//! keep-alive, a bounded body. An HTTP/1.0 request means the reply is never chunked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::resolver::Resolver;
+
+/// The status line and headers of a reply.
+pub const HEADERS_MAX_BYTES: usize = 8 * 1024;
+
+/// A `200` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The media type, lowercase, without parameters.
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Where to fetch from: the HTTPS port (443; tests use another) and the trusted roots.
+#[derive(Clone)]
+pub struct HttpsSettings {
+    pub port: u16,
+    pub roots: Arc<RootCertStore>,
+}
+
+/// GET `path` from `host`; only a `200` within `body_limit` bytes counts. Callers bound the
+/// time with their own timeout.
+pub async fn get(
+    resolver: &dyn Resolver,
+    settings: &HttpsSettings,
+    host: &str,
+    path: &str,
+    body_limit: usize,
+) -> Result<Fetched, String> {
+    let addresses = resolver
+        .ip(host)
+        .await
+        .map_err(|error| format!("{host}: {error}"))?;
+    let address = addresses
+        .first()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let tcp = TcpStream::connect(SocketAddr::new(*address, settings.port))
+        .await
+        .map_err(|error| format!("cannot connect to {host}: {error}"))?;
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| error.to_string())?
+            .with_root_certificates(Arc::clone(&settings.roots))
+            .with_no_client_auth();
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| format!("{host} is not a valid TLS name"))?;
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|error| format!("TLS with {host} failed: {error}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: letterlock\r\n\r\n");
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|error| format!("writing to {host}: {error}"))?;
+    let mut reply = Vec::new();
+    let limit = (HEADERS_MAX_BYTES + body_limit + 1) as u64;
+    // A server that closes without close_notify still sent what it sent: keep it.
+    let read = (&mut tls).take(limit).read_to_end(&mut reply).await;
+    if let Err(error) = read {
+        if reply.is_empty() {
+            return Err(format!("reading from {host}: {error}"));
+        }
+    }
+    parse_reply(&reply, body_limit).map_err(|error| format!("{host}: {error}"))
+}
+
+/// The status line must say 200 (no redirects) and the body must fit `body_limit`.
+pub fn parse_reply(reply: &[u8], body_limit: usize) -> Result<Fetched, String> {
+    let end = reply
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .filter(|end| *end <= HEADERS_MAX_BYTES)
+        .ok_or("no complete reply header")?;
+    let head = String::from_utf8_lossy(&reply[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let code = status.split_whitespace().nth(1).unwrap_or_default();
+    if !status.starts_with("HTTP/1.") || code != "200" {
+        return Err(format!("the server replied {status:?}"));
+    }
+    let mut content_type = None;
+    let mut length = None;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-type") {
+                content_type = value
+                    .split(';')
+                    .next()
+                    .map(|media| media.trim().to_ascii_lowercase());
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = &reply[end + 4..];
+    if let Some(length) = length {
+        body = &body[..length.min(body.len())];
+    }
+    if body.len() > body_limit {
+        return Err(format!("the body is larger than {body_limit} bytes"));
+    }
+    Ok(Fetched {
+        content_type,
+        body: body.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_200_within_the_limit_counts() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello trailing";
+        assert_eq!(
+            parse_reply(ok, 100),
+            Ok(Fetched {
+                content_type: Some("text/plain".into()),
+                body: b"hello".to_vec()
+            })
+        );
+        let redirect = b"HTTP/1.1 301 Moved\r\nLocation: https://evil.test/\r\n\r\n";
+        assert!(parse_reply(redirect, 100).expect_err("3xx").contains("301"));
+        let mut large = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+        large.resize(large.len() + 101, b'a');
+        assert!(parse_reply(&large, 100)
+            .expect_err("large")
+            .contains("100 bytes"));
+        assert!(
+            parse_reply(b"HTTP/1.0 200 OK\r\n", 100).is_err(),
+            "no header end"
+        );
+    }
+}
