@@ -370,14 +370,65 @@ pub fn verify_detached(signature: &[u8], content: &[u8], keys: &[PublicKey]) -> 
     let Ok((signature, _)) = DetachedSignature::from_reader_single(signature) else {
         return SignatureCheck::Malformed;
     };
+    match signer_of(&signature.signature, keys) {
+        None => SignatureCheck::UnknownKey,
+        Some((fingerprint, Signer::Primary(key))) => {
+            verdict(signature.verify(key, content).is_ok(), fingerprint)
+        }
+        Some((fingerprint, Signer::Subkey(key))) => {
+            verdict(signature.verify(key, content).is_ok(), fingerprint)
+        }
+    }
+}
+
+/// Check a cleartext-signed block (RFC 4880 section 7, "-----BEGIN PGP SIGNED MESSAGE-----"
+/// to "-----END PGP SIGNATURE-----") against `keys`; also returns the signed text.
+pub fn verify_cleartext(block: &str, keys: &[PublicKey]) -> (SignatureCheck, Option<String>) {
+    use pgp::composed::CleartextSignedMessage;
+    let Ok((message, _)) = CleartextSignedMessage::from_string(block) else {
+        return (SignatureCheck::Malformed, None);
+    };
+    let text = Some(message.signed_text());
+    let Some(signature) = message.signatures().first() else {
+        return (SignatureCheck::Malformed, text);
+    };
+    let check = match signer_of(signature, keys) {
+        None => SignatureCheck::UnknownKey,
+        Some((fingerprint, Signer::Primary(key))) => {
+            verdict(message.verify(key).is_ok(), fingerprint)
+        }
+        Some((fingerprint, Signer::Subkey(key))) => {
+            verdict(message.verify(key).is_ok(), fingerprint)
+        }
+    };
+    (check, text)
+}
+
+fn verdict(verified: bool, fingerprint: String) -> SignatureCheck {
+    if verified {
+        SignatureCheck::Valid { fingerprint }
+    } else {
+        SignatureCheck::Invalid { fingerprint }
+    }
+}
+
+/// The key (or subkey) among `keys` a signature names as its issuer, with the primary key's
+/// fingerprint.
+enum Signer<'a> {
+    Primary(&'a SignedPublicKey),
+    Subkey(&'a pgp::composed::SignedPublicSubKey),
+}
+
+fn signer_of<'a>(
+    signature: &pgp::packet::Signature,
+    keys: &'a [PublicKey],
+) -> Option<(String, Signer<'a>)> {
     let issuers_fingerprints: Vec<String> = signature
-        .signature
         .issuer_fingerprint()
         .iter()
         .map(|fingerprint| hex_upper(fingerprint.as_bytes()))
         .collect();
     let issuer_key_ids: Vec<String> = signature
-        .signature
         .issuer_key_id()
         .iter()
         .map(|key_id| hex_upper(key_id.as_ref()))
@@ -395,30 +446,16 @@ pub fn verify_detached(signature: &[u8], content: &[u8], keys: &[PublicKey]) -> 
             &primary_fingerprint,
             &hex_upper(primary.legacy_key_id().as_ref()),
         ) {
-            return match signature.verify(&key.key, content) {
-                Ok(()) => SignatureCheck::Valid {
-                    fingerprint: primary_fingerprint,
-                },
-                Err(_) => SignatureCheck::Invalid {
-                    fingerprint: primary_fingerprint,
-                },
-            };
+            return Some((primary_fingerprint, Signer::Primary(&key.key)));
         }
         for subkey in &key.key.public_subkeys {
             let fingerprint = hex_upper(subkey.fingerprint().as_bytes());
             if names(&fingerprint, &hex_upper(subkey.legacy_key_id().as_ref())) {
-                return match signature.verify(subkey, content) {
-                    Ok(()) => SignatureCheck::Valid {
-                        fingerprint: primary_fingerprint,
-                    },
-                    Err(_) => SignatureCheck::Invalid {
-                        fingerprint: primary_fingerprint,
-                    },
-                };
+                return Some((primary_fingerprint, Signer::Subkey(subkey)));
             }
         }
     }
-    SignatureCheck::UnknownKey
+    None
 }
 
 /// Encrypt `plaintext` to every key in `keys` (one PKESK each; SEIPDv1, AES-256, the format

@@ -5,7 +5,7 @@
 //! for the From: address — a local account's own key, or one learnt earlier. The result goes
 //! into `X-Letterlock-Signature`, which a sender cannot forge: copies from outside are removed.
 
-use letterlock_crypto::openpgp::{verify_detached, PublicKey, SignatureCheck};
+use letterlock_crypto::openpgp::{verify_cleartext, verify_detached, PublicKey, SignatureCheck};
 use letterlock_mailstore::MailStore;
 use letterlock_types::EmailAddress;
 
@@ -100,9 +100,45 @@ pub fn pgp_mime_parts(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((signed, signature_body.to_vec()))
 }
 
+/// A cleartext-signed block (RFC 4880 section 7) in the body of a message that is not
+/// multipart, and whether the body has text outside it (which the signature does not cover).
+pub fn inline_signed_block(message: &[u8]) -> Option<(String, bool)> {
+    const BEGIN: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
+    const END: &[u8] = b"-----END PGP SIGNATURE-----";
+    let fields = header_fields(message);
+    let multipart = fields.iter().any(|(name, value)| {
+        name == "content-type"
+            && value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+    });
+    if multipart {
+        return None;
+    }
+    let body = &message[header_end(message)?..];
+    let start = find(body, BEGIN, 0)?;
+    // The armour must start a line.
+    if start > 0 && body[start - 1] != b'\n' {
+        return None;
+    }
+    let stop = find(body, END, start)? + END.len();
+    let block = String::from_utf8(body[start..stop].to_vec()).ok()?;
+    let outside = body[..start]
+        .iter()
+        .chain(&body[stop..])
+        .any(|byte| !byte.is_ascii_whitespace());
+    Some((block, outside))
+}
+
 /// The result header value for a message, or `None` when it is not signed.
 pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> Option<String> {
-    let (signed, signature) = pgp_mime_parts(message)?;
+    let signed = pgp_mime_parts(message);
+    let inline = if signed.is_none() {
+        Some(inline_signed_block(message)?)
+    } else {
+        None
+    };
     let mut keys = Vec::new();
     if let Some(from) = from {
         // A local account's own key, then the key learnt for the address.
@@ -119,9 +155,20 @@ pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> 
         }
     }
     let signer = from.map(ToString::to_string).unwrap_or_default();
-    Some(match verify_detached(&signature, &signed, &keys) {
+    let (result, partial) = match (signed, inline) {
+        (Some((signed, signature)), _) => (verify_detached(&signature, &signed, &keys), false),
+        (None, Some((block, outside))) => (verify_cleartext(&block, &keys).0, outside),
+        (None, None) => return None,
+    };
+    // Inline signatures cover only their block: text around it is not vouched for.
+    let partial = if partial {
+        "; partial (text outside the signed block is not covered)"
+    } else {
+        ""
+    };
+    Some(match result {
         SignatureCheck::Valid { fingerprint } => {
-            format!("valid; signer={signer}; key={fingerprint}")
+            format!("valid; signer={signer}; key={fingerprint}{partial}")
         }
         SignatureCheck::Invalid { fingerprint } => {
             format!("invalid (the message was changed after signing); key={fingerprint}")

@@ -228,3 +228,80 @@ Content-Type: text/plain; charset=utf-8\r\n\r\nThe code is 1234.\r\n"
     let decrypted = gpg(&dave, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
     assert_eq!(String::from_utf8_lossy(&decrypted), message);
 }
+
+/// Inline (cleartext) signatures made by `gpg --clearsign` are verified too: valid, invalid
+/// after a one-byte change, and "partial" when unsigned text surrounds the signed block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpg_clearsigned_mail_is_verified_inline() {
+    let store = test_store();
+    let server = smtp_server(&store.store, test_settings());
+    let root = tempfile::tempdir().expect("tempdir");
+    let dave = new_home(root.path(), "dave", &format!("Dave <{DAVE}>"));
+    let dave_fingerprint = fingerprint(&dave);
+    store
+        .store
+        .record_peer_key(&address(DAVE), &gpg(&dave, &["--export", DAVE]).stdout)
+        .expect("Dave's key");
+    let text_file = root.path().join("text.txt");
+    std::fs::write(&text_file, "Hello Alice,\nthe meeting is at noon.\n").expect("text");
+    let signed_file = root.path().join("text.txt.asc");
+    gpg(
+        &dave,
+        &[
+            "--clearsign",
+            "--digest-algo",
+            "SHA256",
+            "-o",
+            signed_file.to_str().expect("utf-8"),
+            text_file.to_str().expect("utf-8"),
+        ],
+    );
+    let block = std::fs::read_to_string(&signed_file)
+        .expect("signed")
+        .replace('\n', "\r\n");
+    let message = |subject: &str, body: &str| {
+        format!(
+            "From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: {subject}\r\nContent-Type: text/plain\r\n\r\n{body}"
+        )
+    };
+    for (subject, body) in [
+        ("clear", block.clone()),
+        ("changed", block.replace("at noon", "at nine")),
+        ("padded", format!("Forwarded, unsigned:\r\n{block}")),
+    ] {
+        let output = converse(
+            &server,
+            Mode::Inbound,
+            &session(message(subject, &body).as_bytes()),
+        )
+        .await;
+        assert!(output.contains("250 2.0.0 accepted"), "{output}");
+    }
+    let delivered: Vec<Vec<u8>> = inbox(&store.store, ALICE)
+        .into_iter()
+        .chain(mailbox(&store.store, ALICE, "Junk"))
+        .collect();
+    let verdict = |subject: &str| {
+        delivered
+            .iter()
+            .find(|message| {
+                String::from_utf8_lossy(message).contains(&format!("Subject: {subject}\r\n"))
+            })
+            .and_then(|message| signature_header(message))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        verdict("clear"),
+        format!("valid; signer={DAVE}; key={dave_fingerprint}")
+    );
+    assert!(
+        verdict("changed").starts_with("invalid"),
+        "{}",
+        verdict("changed")
+    );
+    assert!(
+        verdict("padded").starts_with("valid;") && verdict("padded").contains("partial"),
+        "{}",
+        verdict("padded")
+    );
+}
