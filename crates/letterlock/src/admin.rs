@@ -99,6 +99,11 @@ pub enum UserCommand {
     /// The account's OpenPGP keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Keys the account trusts for its correspondents: outbound mail to them is encrypted to
+    /// these before any learnt (Autocrypt) or published (WKD) key. Sealed under the account:
+    /// each command reads the account password.
+    #[command(subcommand, name = "contact-key")]
+    ContactKey(ContactKeyCommand),
     /// How the account's submitted mail is protected end to end: when it is encrypted to the
     /// recipients' keys, and whether it is signed. Prints the settings after any change.
     Settings {
@@ -111,6 +116,21 @@ pub enum UserCommand {
         #[arg(long, value_parser = ["on", "off"])]
         sign: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ContactKeyCommand {
+    /// Trust the public key in FILE (armoured or binary) for mail to CONTACT.
+    Add {
+        address: String,
+        contact: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// The trusted keys: address and fingerprint.
+    List { address: String },
+    /// Stop trusting the key for CONTACT.
+    Remove { address: String, contact: String },
 }
 
 #[derive(Args)]
@@ -423,6 +443,37 @@ pub fn user(
                 writeln!(out, "older keys are kept and still read older mail")?;
             }
         },
+        UserCommand::ContactKey(command) => {
+            let account = match &command {
+                ContactKeyCommand::Add { address, .. }
+                | ContactKeyCommand::List { address }
+                | ContactKeyCommand::Remove { address, .. } => parse_address(address)?,
+            };
+            store.public_key(&account)?;
+            let password = input.secret("Account password: ")?;
+            let unlocked = store.unlock(&account, &password)?;
+            match command {
+                ContactKeyCommand::Add { contact, file, .. } => {
+                    let contact = parse_address(&contact)?;
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("cannot read key file {}", file.display()))?;
+                    let fingerprint = unlocked.trust_key(&contact, &bytes)?;
+                    writeln!(out, "{account} trusts {fingerprint} for {contact}")?;
+                }
+                ContactKeyCommand::List { .. } => {
+                    for key in unlocked.trusted_keys()? {
+                        writeln!(out, "{}\t{}", key.address, key.fingerprint)?;
+                    }
+                }
+                ContactKeyCommand::Remove { contact, .. } => {
+                    let contact = parse_address(&contact)?;
+                    if !unlocked.distrust_key(&contact)? {
+                        bail!("{account} has no trusted key for {contact}");
+                    }
+                    writeln!(out, "{account} no longer trusts a key for {contact}")?;
+                }
+            }
+        }
         UserCommand::AppPassword(command) => match command {
             AppPasswordCommand::Add { address, name } => {
                 let address = parse_address(&address)?;

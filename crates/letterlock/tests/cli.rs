@@ -484,6 +484,81 @@ fn user_settings_show_and_change_the_end_to_end_protection() {
 }
 
 #[test]
+fn contact_keys_are_added_listed_and_removed_with_the_account_password() {
+    let env = Env::new();
+    env.ok(&["domain", "add", "example.org"], "");
+    env.ok(
+        &["user", "add", "alice@example.org"],
+        &format!("{PASSWORD}\n"),
+    );
+    let key = letterlock_crypto::openpgp::UserKey::generate("carol@remote.test")
+        .expect("key")
+        .public_key();
+    let file = env.root.path().join("carol.asc");
+    std::fs::write(&file, key.to_armored().expect("armour")).expect("write");
+    let file = file.to_str().expect("utf-8");
+    let added = env.ok(
+        &[
+            "user",
+            "contact-key",
+            "add",
+            "alice@example.org",
+            "carol@remote.test",
+            "--file",
+            file,
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.contains(&key.fingerprint()), "{added}");
+    assert_eq!(
+        env.ok(
+            &["user", "contact-key", "list", "alice@example.org"],
+            &format!("{PASSWORD}\n")
+        ),
+        format!("carol@remote.test\t{}\n", key.fingerprint())
+    );
+    let (_, error) = env.fails(
+        &[
+            "user",
+            "contact-key",
+            "add",
+            "alice@example.org",
+            "dan@remote.test",
+            "--file",
+            file,
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(error.contains("do not name dan@remote.test"), "{error}");
+    let (_, error) = env.fails(
+        &["user", "contact-key", "list", "alice@example.org"],
+        "wrong password\n",
+    );
+    assert!(error.contains("wrong password"), "{error}");
+    env.ok(
+        &[
+            "user",
+            "contact-key",
+            "remove",
+            "alice@example.org",
+            "carol@remote.test",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let (_, error) = env.fails(
+        &[
+            "user",
+            "contact-key",
+            "remove",
+            "alice@example.org",
+            "carol@remote.test",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(error.contains("no trusted key"), "{error}");
+}
+
+#[test]
 fn dmarc_report_lists_nothing_before_reports_arrive() {
     let env = Env::new();
     assert_eq!(

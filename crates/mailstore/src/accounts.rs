@@ -382,6 +382,13 @@ impl MailStore {
             tx.delete(records::PROMOTED_KEYS, &key)?;
         }
         tx.delete(USAGE, &id_key)?;
+        for (key, _) in tx.scan(
+            crate::contacts::CONTACT_KEYS,
+            KeyRange::prefix(&crate::contacts::user_prefix(user.id)),
+            SCAN_ROWS_MAX,
+        )? {
+            tx.delete(crate::contacts::CONTACT_KEYS, &key)?;
+        }
         for key in [
             crate::spam_models::user_model_key(user.id),
             crate::spam_models::correspondents_key(user.id),

@@ -68,6 +68,8 @@ pub enum StoreError {
     Crypto(#[from] letterlock_crypto::CryptoError),
     #[error("stored record damaged: {0}")]
     Corrupted(String),
+    #[error("key refused: {0}")]
+    InvalidKey(String),
 }
 
 impl StoreError {

@@ -22,6 +22,7 @@ use letterlock_storage::{Engine, ReadTransaction, Table, WriteTransaction};
 use serde::de::DeserializeOwned;
 
 mod accounts;
+mod contacts;
 mod delivery;
 pub mod error;
 mod export;
@@ -36,6 +37,7 @@ mod unlock_cache;
 mod user_settings;
 
 pub use accounts::{PasswordAuthority, PasswordReset, UserCreated, UserSummary};
+pub use contacts::{TrustedKey, CONTACT_KEYS_MAX};
 pub use delivery::{DeliveryReport, Filing};
 pub use error::{Result, StoreError};
 pub use export::ExportSummary;

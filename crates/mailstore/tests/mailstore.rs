@@ -636,3 +636,62 @@ fn the_merged_search_index_grows_with_new_mail_and_survives_sessions() {
         1
     );
 }
+
+/// The account's own trusted keys: kept per account, readable only unlocked, sealed on disk
+/// (neither the address nor the key in the clear), refused when they name someone else.
+#[test]
+fn trusted_contact_keys_are_sealed_per_account() {
+    let (dir, store, _) = setup();
+    let alice = store
+        .unlock(&address("alice@example.org"), &Secret::from(PASSWORD))
+        .expect("unlock");
+    let contact = address("zelda-contact-7e1@remote.test");
+    let key = letterlock_crypto::openpgp::UserKey::generate("zelda-contact-7e1@remote.test")
+        .expect("key")
+        .public_key();
+    let fingerprint = alice
+        .trust_key(&contact, &key.to_armored().expect("armoured").into_bytes())
+        .expect("trusted");
+    assert_eq!(fingerprint, key.fingerprint());
+    assert_eq!(
+        alice.trusted_key(&contact).expect("read"),
+        Some(key.to_bytes().expect("bytes"))
+    );
+    let listed = alice.trusted_keys().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].address, contact);
+    assert!(matches!(
+        alice.trust_key(
+            &address("someone@else.test"),
+            &key.to_bytes().expect("bytes")
+        ),
+        Err(StoreError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        alice.trust_key(&contact, b"not a key"),
+        Err(StoreError::InvalidKey(_))
+    ));
+    drop(alice);
+    drop(store);
+    for file in walk(dir.path()) {
+        let bytes = std::fs::read(&file).expect("read");
+        assert!(
+            !bytes
+                .windows(b"zelda-contact-7e1".len())
+                .any(|window| window == b"zelda-contact-7e1"),
+            "the contact's address in the clear in {}",
+            file.display()
+        );
+    }
+    let store = open(dir.path());
+    let alice = store
+        .unlock(&address("alice@example.org"), &Secret::from(PASSWORD))
+        .expect("unlock");
+    assert!(
+        alice.trusted_key(&contact).expect("read").is_some(),
+        "durable"
+    );
+    assert!(alice.distrust_key(&contact).expect("remove"));
+    assert!(!alice.distrust_key(&contact).expect("remove again"));
+    assert_eq!(alice.trusted_key(&contact).expect("read"), None);
+}

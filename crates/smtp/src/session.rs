@@ -1097,7 +1097,7 @@ impl SmtpServer {
                 Some(authenticated) => {
                     match self
                         .outbound_copies(
-                            &authenticated.address,
+                            &authenticated.unlocked,
                             remote,
                             body.clone(),
                             protection.encryption,
@@ -1444,7 +1444,7 @@ impl SmtpServer {
     /// message the client already encrypted is sent as it is.
     async fn outbound_copies(
         &self,
-        sender: &EmailAddress,
+        unlocked: &Arc<Unlocked>,
         remote: Vec<EmailAddress>,
         message: Vec<u8>,
         policy: EncryptionPolicy,
@@ -1453,20 +1453,23 @@ impl SmtpServer {
             return Ok(vec![(remote, message)]);
         }
         let store = self.store.clone();
-        let sender = sender.clone();
+        let unlocked = Arc::clone(unlocked);
         let everyone = remote.clone();
         let looked_up = tokio::task::spawn_blocking(move || {
             let own = store
-                .public_key(&sender)
+                .public_key(unlocked.address())
                 .ok()
                 .and_then(|bytes| PublicKey::from_bytes(&bytes).ok());
+            // The account's own trusted key first, then the one learnt from Autocrypt (WKD,
+            // for the rest, is asked below).
             let keys: Vec<(EmailAddress, Option<PublicKey>)> = remote
                 .into_iter()
                 .map(|recipient| {
-                    let key = store
-                        .peer_key(&recipient)
+                    let key = unlocked
+                        .trusted_key(&recipient)
                         .ok()
                         .flatten()
+                        .or_else(|| store.peer_key(&recipient).ok().flatten())
                         .and_then(|bytes| PublicKey::from_bytes(&bytes).ok());
                     (recipient, key)
                 })

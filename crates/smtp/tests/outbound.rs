@@ -703,3 +703,55 @@ async fn a_key_found_by_wkd_encrypts_the_submission() {
     submit(&sending, &message, &[ERIN, DAN]).await;
     assert_eq!(wkd.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// A key Alice trusts for Carol (her own contact key) wins over the key learnt for Carol from
+/// an Autocrypt header: the copy is encrypted to the trusted key, which GnuPG's Carol decrypts,
+/// and not to the learnt one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accounts_trusted_key_wins_over_a_learnt_one() {
+    let sender = test_store();
+    let receiver = test_store_for("remote.test", &[CAROL]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let learnt_home = carol_known_to(&sender, &root.path().join("learnt"));
+    let trusted_home = gpg_home_with_key(&root.path().join("trusted"), CAROL);
+    let alice = sender
+        .store
+        .unlock(&address(ALICE), &letterlock_types::Secret::from(PASSWORD))
+        .expect("unlock");
+    alice
+        .trust_key(
+            &address(CAROL),
+            &gpg(&trusted_home, &["--export", CAROL]).stdout,
+        )
+        .expect("trust");
+    let TwoServers {
+        queue,
+        sending,
+        receiving,
+        ..
+    } = two_servers(&sender, &receiver).await;
+    let message = format!("From: {ALICE}\r\nTo: {CAROL}\r\nSubject: trusted\r\n\r\n{CANARY}\r\n");
+    submit(&sending, &message, &[CAROL]).await;
+    deliver_queue(&queue, &sender, &receiving, 1).await;
+
+    let delivered = inbox(&receiver.store, CAROL);
+    let armored = root.path().join("copy.asc");
+    std::fs::write(
+        &armored,
+        letterlock_smtp::encryption::armored_part(&delivered[0]).expect("encrypted"),
+    )
+    .expect("write");
+    let decrypted = gpg(
+        &trusted_home,
+        &["--decrypt", armored.to_str().expect("utf-8")],
+    )
+    .stdout;
+    assert!(String::from_utf8_lossy(&decrypted).contains(CANARY));
+    let by_learnt = std::process::Command::new("gpg")
+        .arg("--homedir")
+        .arg(&learnt_home)
+        .args(["--batch", "--decrypt", armored.to_str().expect("utf-8")])
+        .output()
+        .expect("gpg");
+    assert!(!by_learnt.status.success(), "the learnt key cannot read it");
+}
