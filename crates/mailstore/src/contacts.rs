@@ -132,7 +132,7 @@ impl Unlocked {
                 added_unix: record.added_unix,
             });
         }
-        keys.sort_by(|a, b| a.address.to_string().cmp(&b.address.to_string()));
+        keys.sort_by_key(|key| key.address.to_string());
         Ok(keys)
     }
 
