@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 #   mbsync (isync): syncs a mailbox both ways over IMAPS.
 command -v mbsync >/dev/null 2>&1 || missing+=(isync)
+#   openssl: makes certificates and signs S/MIME mail as a signer nobody here wrote.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 #   fetchmail: drains a maildrop over POP3S.
 command -v fetchmail >/dev/null 2>&1 || missing+=(fetchmail)
 #   swaks: an SMTP client for MX and submission; its TLS and AUTH need these Perl modules.

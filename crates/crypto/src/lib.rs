@@ -6,12 +6,14 @@
 //! - [`openpgp`]: per-user OpenPGP keys (v4, Ed25519 + Cv25519, readable by GnuPG 2.2) and messages
 //!   in the RFC 4880 SEIPDv1 format, with access to the per-message session key so a first
 //!   unlock can promote it to a symmetric wrapping.
+//! - [`smime`]: S/MIME (CMS SignedData) signature checks for inbound mail.
 //! - [`wkd`]: Web Key Directory addressing (the z-base-32 SHA-1 of a local part, the URLs).
 //!
 //! No IO, no storage: bytes in, bytes out.
 
 pub mod kdf;
 pub mod openpgp;
+pub mod smime;
 pub mod symmetric;
 pub mod wkd;
 

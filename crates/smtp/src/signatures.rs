@@ -6,6 +6,7 @@
 //! into `X-Letterlock-Signature`, which a sender cannot forge: copies from outside are removed.
 
 use letterlock_crypto::openpgp::{verify_cleartext, verify_detached, PublicKey, SignatureCheck};
+use letterlock_crypto::smime::SmimeCheck;
 use letterlock_mailstore::MailStore;
 use letterlock_types::EmailAddress;
 
@@ -75,15 +76,44 @@ pub fn autocrypt_key(message: &[u8], from: &EmailAddress) -> Option<Vec<u8>> {
 
 /// The signed part and the signature of a PGP/MIME signed message, if it is one.
 pub fn pgp_mime_parts(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (protocol, signed, signature) = multipart_signed(message)?;
+    (protocol == "application/pgp-signature").then_some((signed, signature))
+}
+
+/// The signed part and the signature (DER, decoded from base64) of an S/MIME signed message
+/// (RFC 8551 section 3.5.3), if it is one.
+pub fn smime_parts(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (protocol, signed, signature) = multipart_signed(message)?;
+    if protocol != "application/pkcs7-signature" && protocol != "application/x-pkcs7-signature" {
+        return None;
+    }
+    use base64::Engine as _;
+    let text: Vec<u8> = signature
+        .into_iter()
+        .filter(|byte| !byte.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    Some((signed, der))
+}
+
+/// A `multipart/signed` message (RFC 1847): its protocol (lowercase), the first part exactly
+/// as it travelled (CRLF line ends), and the body of the signature part.
+fn multipart_signed(message: &[u8]) -> Option<(String, Vec<u8>, Vec<u8>)> {
     let fields = header_fields(message);
     let content_type = fields
         .iter()
         .find(|(name, _)| name == "content-type")
         .map(|(_, value)| value.clone())?;
-    let lower = content_type.to_ascii_lowercase();
-    if !lower.starts_with("multipart/signed") || !lower.contains("application/pgp-signature") {
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/signed")
+    {
         return None;
     }
+    let protocol = parameter(&content_type, "protocol")?.to_ascii_lowercase();
     let boundary = parameter(&content_type, "boundary")?;
     let body_start = header_end(message)?;
     let body = &message[body_start..];
@@ -97,7 +127,7 @@ pub fn pgp_mime_parts(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let closing = find(body, format!("\r\n{delimiter}").as_bytes(), signature_start)?;
     let signature_part = &body[signature_start..closing];
     let signature_body = header_end(signature_part).map(|end| &signature_part[end..])?;
-    Some((signed, signature_body.to_vec()))
+    Some((protocol, signed, signature_body.to_vec()))
 }
 
 /// A cleartext-signed block (RFC 4880 section 7) in the body of a message that is not
@@ -133,6 +163,9 @@ pub fn inline_signed_block(message: &[u8]) -> Option<(String, bool)> {
 
 /// The result header value for a message, or `None` when it is not signed.
 pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> Option<String> {
+    if let Some((signed, signature)) = smime_parts(message) {
+        return Some(smime_result(&signature, &signed, from));
+    }
     let signed = pgp_mime_parts(message);
     let inline = if signed.is_none() {
         Some(inline_signed_block(message)?)
@@ -176,6 +209,42 @@ pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> 
         SignatureCheck::UnknownKey => "unknown-key (no key known for the sender)".to_string(),
         SignatureCheck::Malformed => "invalid (unreadable signature)".to_string(),
     })
+}
+
+/// The header value for an S/MIME signature: valid only when the certificate names the From:
+/// address; the chain is described, not trusted.
+fn smime_result(signature: &[u8], signed: &[u8], from: Option<&EmailAddress>) -> String {
+    match letterlock_crypto::smime::verify_detached(signature, signed) {
+        SmimeCheck::Valid {
+            signers,
+            subject,
+            chain_top,
+            chain_complete,
+        } => {
+            let sender = from.map(|from| from.to_string().to_lowercase());
+            match sender {
+                Some(sender) if signers.contains(&sender) => {
+                    let chain = if chain_complete { "root" } else { "incomplete" };
+                    one_line(&format!(
+                        "valid; signer={sender}; smime; certificate=\"{subject}\"; chain={chain} \"{chain_top}\" (not checked against trusted roots)"
+                    ))
+                }
+                _ => one_line(&format!(
+                    "invalid (the certificate names {}, not the sender); smime",
+                    signers.join(", ")
+                )),
+            }
+        }
+        SmimeCheck::Invalid(reason) => one_line(&format!("invalid ({reason}); smime")),
+        SmimeCheck::Malformed(reason) => {
+            one_line(&format!("invalid (unreadable signature: {reason}); smime"))
+        }
+    }
+}
+
+/// Header-safe: no control characters, at most 500 characters.
+fn one_line(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(500).collect()
 }
 
 fn parameter(value: &str, name: &str) -> Option<String> {

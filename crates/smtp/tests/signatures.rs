@@ -74,6 +74,18 @@ fn session(body: &[u8]) -> Vec<u8> {
     input
 }
 
+/// The signature verdict of Alice's delivered message with `subject` (empty when none).
+fn verdict_of(store: &TestStore, subject: &str) -> String {
+    inbox(&store.store, ALICE)
+        .into_iter()
+        .chain(mailbox(&store.store, ALICE, "Junk"))
+        .find(|message| {
+            String::from_utf8_lossy(message).contains(&format!("Subject: {subject}\r\n"))
+        })
+        .and_then(|message| signature_header(&message))
+        .unwrap_or_default()
+}
+
 fn signature_header(message: &[u8]) -> Option<String> {
     String::from_utf8_lossy(message)
         .lines()
@@ -277,19 +289,7 @@ async fn gpg_clearsigned_mail_is_verified_inline() {
         .await;
         assert!(output.contains("250 2.0.0 accepted"), "{output}");
     }
-    let delivered: Vec<Vec<u8>> = inbox(&store.store, ALICE)
-        .into_iter()
-        .chain(mailbox(&store.store, ALICE, "Junk"))
-        .collect();
-    let verdict = |subject: &str| {
-        delivered
-            .iter()
-            .find(|message| {
-                String::from_utf8_lossy(message).contains(&format!("Subject: {subject}\r\n"))
-            })
-            .and_then(|message| signature_header(message))
-            .unwrap_or_default()
-    };
+    let verdict = |subject: &str| verdict_of(&store, subject);
     assert_eq!(
         verdict("clear"),
         format!("valid; signer={DAVE}; key={dave_fingerprint}")
@@ -303,5 +303,161 @@ async fn gpg_clearsigned_mail_is_verified_inline() {
         verdict("padded").starts_with("valid;") && verdict("padded").contains("partial"),
         "{}",
         verdict("padded")
+    );
+}
+
+fn openssl(directory: &Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .current_dir(directory)
+        .args(args)
+        .output()
+        .expect("openssl is installed (scripts/install-test-tools.sh)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// S/MIME: a message signed by `openssl smime` with a certificate for Dave (issued by a test
+/// CA carried in the signature) is reported valid with its chain; one byte changed makes it
+/// invalid; a certificate for someone else than the From: address is not Dave's signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_smime_signatures_are_verified_with_their_chain() {
+    let store = test_store();
+    let server = smtp_server(&store.store, test_settings());
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Letterlock Test S-MIME CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    let issue = |name: &str, address: &str| {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName=email:{address}\nkeyUsage=digitalSignature\n"),
+        )
+        .expect("extensions");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-sha256",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    };
+    issue("dave", DAVE);
+    issue("mallory", "mallory@elsewhere.example");
+    std::fs::write(dir.join("body.txt"), "Hello Alice,\nS/MIME signed words.\n").expect("body");
+    let sign = |name: &str, subject: &str| -> Vec<u8> {
+        let out = format!("{name}-{subject}.eml");
+        openssl(
+            dir,
+            &[
+                "smime",
+                "-sign",
+                "-text",
+                "-md",
+                "sha256",
+                "-in",
+                "body.txt",
+                "-signer",
+                &format!("{name}.pem"),
+                "-inkey",
+                &format!("{name}.key"),
+                "-certfile",
+                "ca.pem",
+                "-from",
+                DAVE,
+                "-to",
+                ALICE,
+                "-subject",
+                subject,
+                "-out",
+                &out,
+            ],
+        );
+        let text = std::fs::read_to_string(dir.join(out)).expect("signed message");
+        text.replace("\r\n", "\n")
+            .replace('\n', "\r\n")
+            .into_bytes()
+    };
+    let valid = sign("dave", "smime-valid");
+    let mut changed = sign("dave", "smime-changed");
+    let at = changed
+        .windows(12)
+        .position(|window| window == b"signed words")
+        .expect("signed text");
+    changed[at] = b'S';
+    let foreign = sign("mallory", "smime-foreign");
+    for message in [&valid, &changed, &foreign] {
+        let output = converse(&server, Mode::Inbound, &session(message)).await;
+        assert!(output.contains("250 2.0.0 accepted"), "{output}");
+    }
+    let verdict = |subject: &str| verdict_of(&store, subject);
+    let valid = verdict("smime-valid");
+    assert!(
+        valid.starts_with(&format!("valid; signer={DAVE}; smime"))
+            && valid.contains("chain=root")
+            && valid.contains("Letterlock Test S-MIME CA"),
+        "{valid}"
+    );
+    assert!(
+        verdict("smime-changed").starts_with("invalid (the message was changed"),
+        "{}",
+        verdict("smime-changed")
+    );
+    assert!(
+        verdict("smime-foreign")
+            .starts_with("invalid (the certificate names mallory@elsewhere.example"),
+        "{}",
+        verdict("smime-foreign")
     );
 }
