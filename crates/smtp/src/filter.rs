@@ -254,6 +254,13 @@ pub fn remember_correspondents(
     account: &EmailAddress,
     addresses: &[String],
 ) -> Result<(), letterlock_mailstore::StoreError> {
+    // Most submissions go to people already known: a read answers them without a commit.
+    let known = store
+        .spam_model(ModelOwner::Correspondents(account))?
+        .and_then(|bytes| reputation::Correspondents::from_bytes(&bytes).ok());
+    if known.is_some_and(|known| addresses.iter().all(|address| known.contains(address))) {
+        return Ok(());
+    }
     store.update_spam_model(ModelOwner::Correspondents(account), |current| {
         reputation::remember(current.as_deref(), addresses, rand::random())
     })

@@ -1893,9 +1893,20 @@ const AUTOCRYPT_LINE_CHARS: usize = 76;
 
 /// Whether the header section has a field called `name`.
 /// Whether `message` is already an OpenPGP message (PGP/MIME or inline armour).
+/// Whether the client already encrypted the message: a top-level `multipart/encrypted`, or a
+/// body that is an inline OpenPGP message. A body that merely quotes one (a forwarded armour
+/// block, a mention of the type) is not encrypted and gets encrypted like any other.
 fn is_encrypted(message: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(message).to_ascii_lowercase();
-    text.contains("multipart/encrypted") || text.contains("-----begin pgp message-----")
+    let (content_type, body) = crate::filter::header_fields_named(message, &["Content-Type"]);
+    let content_type = String::from_utf8_lossy(&content_type).to_ascii_lowercase();
+    let declared = content_type
+        .split_once(':')
+        .is_some_and(|(_, value)| value.trim_start().starts_with("multipart/encrypted"));
+    let body_start = body
+        .iter()
+        .position(|byte| !byte.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    declared || body[body_start..].starts_with(b"-----BEGIN PGP MESSAGE-----")
 }
 
 fn has_header(message: &[u8], name: &str) -> bool {
@@ -2016,6 +2027,22 @@ mod tests {
         ));
         assert!(!has_quoted_or_routed_path(
             b"RCPT TO:<user@local> NOTIFY=NEVER"
+        ));
+    }
+
+    #[test]
+    fn only_a_declared_or_wholly_armoured_message_counts_as_encrypted() {
+        assert!(is_encrypted(
+            b"Subject: x\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"\r\n\r\n..."
+        ));
+        assert!(is_encrypted(
+            b"Subject: x\r\n\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEM...\r\n"
+        ));
+        assert!(!is_encrypted(
+            b"Subject: see below\r\n\r\nHe sent this:\r\n-----BEGIN PGP MESSAGE-----\r\n"
+        ));
+        assert!(!is_encrypted(
+            b"Subject: x\r\nContent-Type: text/plain\r\n\r\nUse multipart/encrypted next time.\r\n"
         ));
     }
 
