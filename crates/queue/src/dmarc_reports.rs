@@ -54,6 +54,64 @@ struct DomainEntry {
     dropped: u32,
 }
 
+/// One DMARC evaluation of inbound mail, for the From: domain's aggregate report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub policy: PolicyPublished,
+    /// The `rua` mailto addresses.
+    pub rua: Vec<String>,
+    pub record: Record,
+}
+
+/// Evaluations gathered in memory and written in batches, so a busy MX does not spend a
+/// durable commit on each message's statistics. A batch is written once it holds
+/// `flush_records` evaluations or its oldest is `flush_after` old (checked as evaluations
+/// arrive); what is buffered when the process stops is lost, which an aggregate report can bear.
+pub struct Collector {
+    reports: DmarcReports,
+    flush_records: usize,
+    flush_after: std::time::Duration,
+    buffer: std::sync::Mutex<(Vec<Evaluation>, Option<std::time::Instant>)>,
+}
+
+/// Evaluations per batch write, and the longest an evaluation waits in memory.
+pub const COLLECTOR_FLUSH_RECORDS: usize = 64;
+pub const COLLECTOR_FLUSH_AFTER_SECS: u64 = 60;
+
+impl Collector {
+    pub fn new(reports: DmarcReports, flush_records: usize) -> Collector {
+        Collector {
+            reports,
+            flush_records: flush_records.max(1),
+            flush_after: std::time::Duration::from_secs(COLLECTOR_FLUSH_AFTER_SECS),
+            buffer: std::sync::Mutex::new((Vec::new(), None)),
+        }
+    }
+
+    /// Add an evaluation; the batch to write now, if one is due.
+    pub fn add(&self, evaluation: Evaluation) -> Option<Vec<Evaluation>> {
+        let mut buffer = self
+            .buffer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (pending, since) = &mut *buffer;
+        pending.push(evaluation);
+        let started = *since.get_or_insert_with(std::time::Instant::now);
+        let due = pending.len() >= self.flush_records || started.elapsed() >= self.flush_after;
+        if due {
+            *since = None;
+            Some(std::mem::take(pending))
+        } else {
+            None
+        }
+    }
+
+    /// Write a batch [`Collector::add`] returned (one durable commit). Blocking.
+    pub fn write(&self, batch: &[Evaluation], now: i64) -> Result<()> {
+        self.reports.record_many(batch, now)
+    }
+}
+
 /// The collector, the sender and the archive of DMARC aggregate reports. Cheap to clone.
 #[derive(Clone)]
 pub struct DmarcReports {
@@ -94,8 +152,7 @@ impl DmarcReports {
             .map_err(|error| QueueError::Corrupted(format!("DMARC record: {error}")))
     }
 
-    /// Keep one evaluation of mail from `policy.domain`, whose record asked for reports to
-    /// `rua` (mailto addresses). One durable commit.
+    /// Keep one evaluation (one durable commit); see [`DmarcReports::record_many`].
     pub fn record(
         &self,
         policy: &PolicyPublished,
@@ -103,45 +160,66 @@ impl DmarcReports {
         record: &Record,
         now: i64,
     ) -> Result<()> {
-        let index = self.index(&policy.domain);
+        self.record_many(
+            &[Evaluation {
+                policy: policy.clone(),
+                rua: rua.to_vec(),
+                record: record.clone(),
+            }],
+            now,
+        )
+    }
+
+    /// Keep evaluations of inbound mail, each for the domain whose record asked for reports to
+    /// its `rua` (mailto addresses), in one durable commit.
+    pub fn record_many(&self, evaluations: &[Evaluation], now: i64) -> Result<()> {
         let mut tx = self.queue.engine().begin_write()?;
-        let mut entry = match tx.get(DMARC_DOMAINS, &index)? {
-            Some(sealed) => self.open::<DomainEntry>(DOMAIN_CONTEXT, &index, &sealed)?,
-            None => {
-                if tx.scan(DMARC_DOMAINS, KeyRange::all(), DOMAINS_MAX)?.len() >= DOMAINS_MAX {
-                    return Ok(());
+        for evaluation in evaluations {
+            let policy = &evaluation.policy;
+            let index = self.index(&policy.domain);
+            let mut entry = match tx.get(DMARC_DOMAINS, &index)? {
+                Some(sealed) => self.open::<DomainEntry>(DOMAIN_CONTEXT, &index, &sealed)?,
+                None => {
+                    if tx.scan(DMARC_DOMAINS, KeyRange::all(), DOMAINS_MAX)?.len() >= DOMAINS_MAX {
+                        continue;
+                    }
+                    DomainEntry {
+                        domain: policy.domain.to_ascii_lowercase(),
+                        rua: Vec::new(),
+                        policy: policy.clone(),
+                        first_unix: now,
+                        records: 0,
+                        dropped: 0,
+                    }
                 }
-                DomainEntry {
-                    domain: policy.domain.to_ascii_lowercase(),
-                    rua: Vec::new(),
-                    policy: policy.clone(),
-                    first_unix: now,
-                    records: 0,
-                    dropped: 0,
-                }
+            };
+            // The latest record's policy and addresses are the ones reported to.
+            entry.policy = policy.clone();
+            entry.rua = evaluation
+                .rua
+                .iter()
+                .take(RUA_ADDRESSES_MAX)
+                .cloned()
+                .collect();
+            if entry.records >= RECORDS_PER_DOMAIN_MAX {
+                entry.dropped = entry.dropped.saturating_add(1);
+            } else {
+                let mut key = index.to_vec();
+                key.extend_from_slice(&rand::thread_rng().next_u64().to_be_bytes());
+                let record = evaluation.record.clone().with_count(1);
+                tx.put(
+                    DMARC_COLLECTED,
+                    &key,
+                    &self.seal(RECORD_CONTEXT, &key, &record)?,
+                )?;
+                entry.records += 1;
             }
-        };
-        // The latest record's policy and addresses are the ones reported to.
-        entry.policy = policy.clone();
-        entry.rua = rua.iter().take(RUA_ADDRESSES_MAX).cloned().collect();
-        if entry.records >= RECORDS_PER_DOMAIN_MAX {
-            entry.dropped = entry.dropped.saturating_add(1);
-        } else {
-            let mut key = index.to_vec();
-            key.extend_from_slice(&rand::thread_rng().next_u64().to_be_bytes());
-            let record = record.clone().with_count(1);
             tx.put(
-                DMARC_COLLECTED,
-                &key,
-                &self.seal(RECORD_CONTEXT, &key, &record)?,
+                DMARC_DOMAINS,
+                &index,
+                &self.seal(DOMAIN_CONTEXT, &index, &entry)?,
             )?;
-            entry.records += 1;
         }
-        tx.put(
-            DMARC_DOMAINS,
-            &index,
-            &self.seal(DOMAIN_CONTEXT, &index, &entry)?,
-        )?;
         tx.commit()?;
         Ok(())
     }

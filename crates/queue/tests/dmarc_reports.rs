@@ -176,3 +176,50 @@ async fn a_days_evaluations_leave_as_one_report_per_domain_with_counted_rows() {
         .expect("list")
         .is_empty());
 }
+
+/// A busy MX writes its evaluations in batches: nothing is written until the batch is full,
+/// then all of it in one commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_writes_evaluations_in_batches() {
+    use letterlock_queue::dmarc_reports::{Collector, Evaluation};
+    let setup = setup();
+    let reports = DmarcReports::new(setup.queue.clone());
+    let collector = Collector::new(reports.clone(), 3);
+    let evaluation = |source: &str| Evaluation {
+        policy: policy("batched.test"),
+        rua: vec!["dmarc@batched.test".into()],
+        record: evaluation(source, "batched.test"),
+    };
+    assert!(collector.add(evaluation("192.0.2.1")).is_none());
+    assert!(collector.add(evaluation("192.0.2.2")).is_none());
+    let batch = collector
+        .add(evaluation("192.0.2.3"))
+        .expect("a full batch");
+    assert_eq!(batch.len(), 3);
+    let start = now_unix();
+    collector.write(&batch, start).expect("write");
+    assert!(
+        collector.add(evaluation("192.0.2.4")).is_none(),
+        "a new batch begins"
+    );
+    let receiver = FakeReceiver::start(None, |_, _| "250 2.1.5 ok".into()).await;
+    let runner = runner(
+        &setup,
+        receiver.address.port(),
+        resolver_to_localhost().with_mx("batched.test", 10, "mx.remote.test"),
+    );
+    assert_eq!(
+        runner
+            .send_dmarc_reports(start + 86_401)
+            .await
+            .expect("send"),
+        1
+    );
+    runner.run_once_at(start + 86_401).await.expect("round");
+    let report = Report::parse_rfc5322(&receiver.delivered()[0], 1 << 20).expect("report");
+    assert_eq!(
+        report.records().len(),
+        3,
+        "the written batch, not the buffered fourth"
+    );
+}

@@ -385,13 +385,7 @@ pub struct Verdict {
 }
 
 /// One DMARC evaluation to report to the From: domain (RFC 7489 section 7.2).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DmarcEvaluation {
-    pub policy: PolicyPublished,
-    /// The `rua` mailto addresses.
-    pub rua: Vec<String>,
-    pub record: ReportRecord,
-}
+pub type DmarcEvaluation = letterlock_queue::dmarc_reports::Evaluation;
 
 /// Runs the checks. One per server, shared by every session.
 pub struct SenderAuthenticator {

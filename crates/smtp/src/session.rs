@@ -40,7 +40,7 @@ use crate::settings::{
     Settings, AUTH_LINE_LENGTH_MAX_BYTES, DSN_ENVID_LENGTH_MAX, DSN_ORCPT_LENGTH_MAX,
 };
 use crate::trace::{new_transaction_id, now_unix, trace_headers, TraceInfo};
-use letterlock_queue::dmarc_reports::received_report;
+use letterlock_queue::dmarc_reports::{received_report, Collector};
 use letterlock_queue::dsn::{build_report, Action, Report, Reported};
 use letterlock_queue::{DmarcReports, DsnRequest, Notify, Outbound, QueueError, RecipientRequest};
 
@@ -83,6 +83,8 @@ pub struct SmtpServer {
     limiter: AuthLimiter,
     /// The outbound queue and DKIM keys; without them, remote recipients get a `451`.
     outbound: Option<Outbound>,
+    /// DMARC evaluations for aggregate reports, written in batches (needs `outbound`).
+    dmarc: Option<Arc<Collector>>,
 }
 
 /// The session ends: the client left, went quiet, or the server is stopping. Any goodbye has
@@ -355,6 +357,12 @@ impl SmtpServer {
             settings.junk_threshold,
             settings.reject_threshold,
         ));
+        let dmarc = outbound.as_ref().map(|outbound| {
+            Arc::new(Collector::new(
+                DmarcReports::new(outbound.queue.clone()),
+                settings.dmarc_batch_records,
+            ))
+        });
         Ok(Arc::new(SmtpServer {
             store,
             settings,
@@ -362,6 +370,7 @@ impl SmtpServer {
             limiter,
             outbound,
             filter,
+            dmarc,
         }))
     }
 
@@ -1188,24 +1197,19 @@ impl SmtpServer {
     /// Keep an inbound message's DMARC evaluation for the From: domain's aggregate report,
     /// when it asked for one and there is a queue to send it through. Rejected mail counts too.
     async fn keep_dmarc_evaluation(&self, verdict: Option<&crate::auth::Verdict>) {
-        let (Some(evaluation), Some(outbound)) = (
+        let (Some(evaluation), Some(collector)) = (
             verdict.and_then(|verdict| verdict.dmarc_report.clone()),
-            &self.outbound,
+            &self.dmarc,
         ) else {
             return;
         };
-        let reports = DmarcReports::new(outbound.queue.clone());
-        let kept = tokio::task::spawn_blocking(move || {
-            reports.record(
-                &evaluation.policy,
-                &evaluation.rua,
-                &evaluation.record,
-                now_unix(),
-            )
-        })
-        .await;
+        let Some(batch) = collector.add(evaluation) else {
+            return;
+        };
+        let collector = Arc::clone(collector);
+        let kept = tokio::task::spawn_blocking(move || collector.write(&batch, now_unix())).await;
         if !matches!(kept, Ok(Ok(()))) {
-            tracing::warn!("DMARC evaluation not kept for the aggregate report");
+            tracing::warn!("DMARC evaluations not kept for the aggregate reports");
         }
     }
 

@@ -89,6 +89,8 @@ pub struct Settings {
     /// Looks up recipients' keys by WKD for outbound encryption when no Autocrypt header
     /// taught one. `None` (the default): only learnt keys are used.
     pub key_discovery: Option<Arc<KeyDiscovery>>,
+    /// DMARC evaluations (for aggregate reports) written per durable commit.
+    pub dmarc_batch_records: usize,
 }
 
 impl Default for Settings {
@@ -103,6 +105,7 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(IDLE_TIMEOUT_SECS_DEFAULT),
             tls_handshake_timeout: Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
             key_discovery: None,
+            dmarc_batch_records: letterlock_queue::dmarc_reports::COLLECTOR_FLUSH_RECORDS,
             auth_failures_per_session_max: AUTH_FAILURES_PER_SESSION_MAX,
             auth_failures_per_account_max: AUTH_FAILURES_PER_ACCOUNT_MAX,
             auth_failures_per_ip_max: AUTH_FAILURES_PER_IP_MAX,

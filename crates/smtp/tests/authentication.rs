@@ -636,12 +636,12 @@ async fn dmarc_evaluations_are_collected_for_rua_and_reports_about_us_are_kept()
             "_dmarc.reporting.test",
             "v=DMARC1; p=reject; rua=mailto:dmarc@reporting.test",
         );
-    let server = letterlock_smtp::SmtpServer::with_outbound(
-        store.store.clone(),
-        test_settings_with_dns(records),
-        Some(outbound),
-    )
-    .expect("server");
+    let mut settings = test_settings_with_dns(records);
+    // Each evaluation written at once (a busy MX batches them).
+    settings.dmarc_batch_records = 1;
+    let server =
+        letterlock_smtp::SmtpServer::with_outbound(store.store.clone(), settings, Some(outbound))
+            .expect("server");
     let reports = DmarcReports::new(queue.clone());
     let resolver = MapResolver::default();
     let a_day_later = || letterlock_queue::store::now_unix() + 86_401;
