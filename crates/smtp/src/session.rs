@@ -44,6 +44,9 @@ use letterlock_queue::dmarc_reports::{received_report, Collector};
 use letterlock_queue::dsn::{build_report, Action, Report, Reported};
 use letterlock_queue::{DmarcReports, DsnRequest, Notify, Outbound, QueueError, RecipientRequest};
 
+/// Recipients of one submission whose keys are looked up by WKD at most (the rest go as if
+/// keyless): a message to hundreds must not start hundreds of HTTPS fetches.
+const KEY_LOOKUPS_PER_SUBMISSION_MAX: usize = 20;
 /// Bytes read from the socket at once.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Replies buffered past this are written even while pipelined commands remain, so a client
@@ -1564,7 +1567,12 @@ impl SmtpServer {
             return;
         };
         let mut lookups = tokio::task::JoinSet::new();
-        for (index, (recipient, key)) in keys.iter().enumerate() {
+        let keyless = keys
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, key))| key.is_none())
+            .take(KEY_LOOKUPS_PER_SUBMISSION_MAX);
+        for (index, (recipient, key)) in keyless {
             if key.is_none() {
                 let (discovery, recipient) = (Arc::clone(discovery), recipient.clone());
                 lookups.spawn(async move { (index, discovery.key_for(&recipient).await) });
