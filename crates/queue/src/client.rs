@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use letterlock_types::EmailAddress;
 
+use mail_auth::report::tlsrpt::ResultType;
+
 use crate::dane::DaneVerifier;
 use crate::resolver::TlsaRecord;
 use crate::store::{DsnRequest, Notify};
@@ -64,6 +66,8 @@ pub enum RcptOutcome {
 pub struct HostFailure {
     pub permanent: bool,
     pub text: String,
+    /// A TLS failure a policy made fatal, as TLS-RPT (RFC 8460) names it.
+    pub tls: Option<ResultType>,
 }
 
 impl HostFailure {
@@ -71,6 +75,7 @@ impl HostFailure {
         HostFailure {
             permanent: false,
             text: text.into(),
+            tls: None,
         }
     }
 
@@ -78,7 +83,37 @@ impl HostFailure {
         HostFailure {
             permanent: true,
             text: text.into(),
+            tls: None,
         }
+    }
+
+    fn tls(mut self, kind: ResultType) -> HostFailure {
+        self.tls = Some(kind);
+        self
+    }
+}
+
+/// The TLS-RPT result type of a failed handshake.
+fn tls_result_type(error: &std::io::Error) -> ResultType {
+    use rustls::CertificateError;
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(certificate)) => match certificate {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                ResultType::CertificateHostMismatch
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                ResultType::CertificateExpired
+            }
+            CertificateError::UnknownIssuer => ResultType::CertificateNotTrusted,
+            _ => ResultType::ValidationFailure,
+        },
+        Some(rustls::Error::General(reason)) if reason.starts_with("DANE") => {
+            ResultType::TlsaInvalid
+        }
+        _ => ResultType::ValidationFailure,
     }
 }
 
@@ -122,6 +157,8 @@ pub struct HostDelivery {
     pub outcomes: Vec<(EmailAddress, RcptOutcome)>,
     /// The server offered DSN and was given the parameters: success reports are its to send.
     pub dsn_passed_on: bool,
+    /// The transaction ran over TLS (a successful TLS session, for TLS-RPT).
+    pub over_tls: bool,
 }
 
 /// RFC 3461 section 4: xtext, for ENVID and ORCPT values: `+`, `=`, controls, space and
@@ -229,9 +266,10 @@ pub async fn deliver_to_host(
             let _ = plain.command("QUIT").await;
             return Err(HostFailure::temporary(format!(
                 "451 4.7.5 {why}: {host} does not offer STARTTLS"
-            )));
+            ))
+            .tls(ResultType::StartTlsNotSupported));
         }
-        return run_transaction(&mut plain, &extensions, transaction, host).await;
+        return run_transaction(&mut plain, &extensions, transaction, host, false).await;
     }
     let reply = plain.command("STARTTLS").await?;
     if reply.code != 220 {
@@ -246,10 +284,11 @@ pub async fn deliver_to_host(
             return Err(HostFailure::temporary(format!(
                 "451 4.7.5 {why}: STARTTLS refused by {host}: {}",
                 reply.summary()
-            )));
+            ))
+            .tls(ResultType::StartTlsNotSupported));
         }
         // RFC 3207 section 4: a refused STARTTLS leaves a usable plain session.
-        return run_transaction(&mut plain, &extensions, transaction, host).await;
+        return run_transaction(&mut plain, &extensions, transaction, host, false).await;
     }
     if !plain.buffer.is_empty() {
         // Bytes that came before the handshake would be read as if protected (CVE-2011-0411).
@@ -272,9 +311,12 @@ pub async fn deliver_to_host(
                 .mandatory()
                 .map(|why| format!(" ({why})"))
                 .unwrap_or_default();
-            return Err(HostFailure::temporary(format!(
-                "451 4.7.5 TLS with {host} failed{why}: {error}"
-            )));
+            let failure =
+                HostFailure::temporary(format!("451 4.7.5 TLS with {host} failed{why}: {error}"));
+            return Err(match tls.mandatory() {
+                Some(_) => failure.tls(tls_result_type(&error)),
+                None => failure,
+            });
         }
         Err(_) => return Err(HostFailure::temporary(format!("TLS with {host} timed out"))),
     };
@@ -286,7 +328,7 @@ pub async fn deliver_to_host(
             "554 5.7.30 REQUIRETLS: {host} does not support REQUIRETLS"
         )));
     }
-    run_transaction(&mut secure, &extensions, transaction, host).await
+    run_transaction(&mut secure, &extensions, transaction, host, true).await
 }
 
 async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
@@ -294,6 +336,7 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     extensions: &[String],
     transaction: &Transaction<'_>,
     host: &str,
+    over_tls: bool,
 ) -> Result<HostDelivery, HostFailure> {
     let dsn_passed_on = has_extension(extensions, "DSN");
     let needs_utf8 = transaction
@@ -342,6 +385,7 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(HostFailure {
             permanent: reply.is_permanent(),
             text: format!("{host} refused MAIL: {}", reply.summary()),
+            tls: None,
         });
     }
     let mut outcomes = Vec::with_capacity(transaction.recipients.len());
@@ -369,6 +413,7 @@ async fn run_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     let done = |outcomes| HostDelivery {
         outcomes,
         dsn_passed_on,
+        over_tls,
     };
     if accepted.is_empty() {
         let _ = conn.command("QUIT").await;

@@ -125,20 +125,11 @@ impl DmarcReports {
     }
 
     fn index(&self, domain: &str) -> [u8; 16] {
-        let derived = self
-            .queue
-            .key()
-            .derive(INDEX_PURPOSE)
-            .derive(domain.to_ascii_lowercase().as_bytes());
-        let mut index = [0u8; 16];
-        index.copy_from_slice(&derived.expose()[..16]);
-        index
+        crate::sealed::keyed_index(&self.queue, INDEX_PURPOSE, domain)
     }
 
     fn seal<T: Serialize>(&self, context: &[u8], key: &[u8], value: &T) -> Result<Vec<u8>> {
-        let plain = serde_json::to_vec(value)
-            .map_err(|error| QueueError::Corrupted(format!("DMARC record: {error}")))?;
-        Ok(self.queue.key().seal(&[context, key].concat(), &plain))
+        crate::sealed::seal_json(&self.queue, context, key, value)
     }
 
     fn open<T: for<'de> Deserialize<'de>>(
@@ -147,9 +138,7 @@ impl DmarcReports {
         key: &[u8],
         sealed: &[u8],
     ) -> Result<T> {
-        let plain = self.queue.key().open(&[context, key].concat(), sealed)?;
-        serde_json::from_slice(&plain)
-            .map_err(|error| QueueError::Corrupted(format!("DMARC record: {error}")))
+        crate::sealed::open_json(&self.queue, context, key, sealed)
     }
 
     /// Keep one evaluation (one durable commit); see [`DmarcReports::record_many`].
@@ -253,15 +242,7 @@ impl DmarcReports {
             let records = self.collected(&index)?;
             if !recipients.is_empty() && !records.is_empty() {
                 let message = self.build(&entry, records, hostname, now)?;
-                let message = match dkim.and_then(|keys| {
-                    Domain::try_from(hostname)
-                        .ok()
-                        .and_then(|domain| keys.signer(&domain).ok())
-                }) {
-                    Some(signer) => signer.sign(&message).unwrap_or(message),
-                    None => message,
-                };
-                self.queue.enqueue(None, &recipients, false, &message)?;
+                queue_report(&self.queue, dkim, hostname, &recipients, message)?;
                 sent += 1;
             }
             self.forget(&index)?;
@@ -422,6 +403,28 @@ impl DmarcReports {
         }
         Ok(reports)
     }
+}
+
+/// Queue a report from this server: DKIM-signed for `hostname`'s domain when `dkim` has keys
+/// for it, with the null sender (a report never bounces).
+pub(crate) fn queue_report(
+    queue: &Queue,
+    dkim: Option<&DkimKeys>,
+    hostname: &str,
+    recipients: &[EmailAddress],
+    message: Vec<u8>,
+) -> Result<()> {
+    let signer = dkim.and_then(|keys| {
+        Domain::try_from(hostname)
+            .ok()
+            .and_then(|domain| keys.signer(&domain).ok())
+    });
+    let message = match signer {
+        Some(signer) => signer.sign(&message).unwrap_or(message),
+        None => message,
+    };
+    queue.enqueue(None, recipients, false, &message)?;
+    Ok(())
 }
 
 /// The report in `message` if it is a DMARC aggregate report about a domain `is_local` accepts

@@ -26,7 +26,10 @@
 //! ORCPT; delay once after [`runner::DELAY_REPORT_AFTER_SECS`]), RET=FULL returns the whole
 //! message with a failure report, ENVID is echoed.
 //!
-//! Not here yet: TLS-RPT (RFC 8460) reports.
+//! - `tls_reports`: TLS-RPT (RFC 8460): per-domain TLS results counted during delivery and a
+//!   daily report to the domain's `mailto:` rua.
+//!
+//! Not here yet: TLS-RPT reports to `https:` addresses.
 
 use std::sync::Arc;
 
@@ -40,10 +43,12 @@ pub mod https;
 pub mod mta_sts;
 pub mod resolver;
 pub mod runner;
+mod sealed;
 pub mod spool_key;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod tls_reports;
 pub mod wkd;
 
 pub use dkim::{DkimKeys, DomainSigner, TxtRecord};

@@ -130,6 +130,19 @@ impl Policy {
             })
     }
 
+    /// The policy as its lines (for TLS-RPT's `policy-string`).
+    pub fn lines(&self) -> Vec<String> {
+        let mode = match self.mode {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        };
+        let mut lines = vec!["version: STSv1".to_string(), format!("mode: {mode}")];
+        lines.extend(self.mx.iter().map(|mx| format!("mx: {mx}")));
+        lines.push(format!("max_age: {}", self.max_age_secs));
+        lines
+    }
+
     pub fn expired(&self, now: i64) -> bool {
         now >= self
             .fetched_unix

@@ -28,6 +28,7 @@ use crate::error::{QueueError, Result};
 use crate::mta_sts::{self, FetchSettings, Mode};
 use crate::resolver::{route, DnsError, Resolver, Route};
 use crate::store::{self, now_unix, Claimed, Envelope, Finish, Queue, RecipientState};
+use crate::tls_reports::{self, PolicyUsed, SessionResult, TlsResults};
 
 /// First retry after a temporary failure; each later one waits twice as long...
 pub const RETRY_INITIAL_SECS: u64 = 60;
@@ -111,7 +112,9 @@ struct Inner {
     /// One semaphore per destination domain, bounding the transactions open to it.
     destinations: std::sync::Mutex<HashMap<Domain, Arc<Semaphore>>>,
     dmarc: DmarcReports,
-    /// When DMARC reports were last looked for (unix seconds).
+    /// TLS-RPT results counted since the last report check.
+    tls: TlsResults,
+    /// When DMARC and TLS reports were last looked for (unix seconds).
     dmarc_checked: AtomicI64,
 }
 
@@ -131,6 +134,7 @@ impl Runner {
                 wake: Arc::new(Notify::new()),
                 destinations: std::sync::Mutex::new(HashMap::new()),
                 dmarc: DmarcReports::new(queue.clone()),
+                tls: TlsResults::default(),
                 dmarc_checked: AtomicI64::new(i64::MIN),
             }),
         }
@@ -180,24 +184,36 @@ impl Runner {
         }
     }
 
-    /// Queue the DMARC aggregate reports whose day is over, at most every
-    /// [`DMARC_REPORT_CHECK_SECS`]. Returns how many were queued.
-    pub async fn send_dmarc_reports(&self, now: i64) -> Result<usize> {
+    /// Queue the DMARC aggregate reports and TLS-RPT reports whose day is over (writing the
+    /// TLS results counted so far first), at most every [`DMARC_REPORT_CHECK_SECS`]. Returns
+    /// how many reports were queued.
+    pub async fn send_reports(&self, now: i64) -> Result<usize> {
         let last = self.inner.dmarc_checked.load(Ordering::Relaxed);
         if now.saturating_sub(last) < DMARC_REPORT_CHECK_SECS {
             return Ok(0);
         }
         self.inner.dmarc_checked.store(now, Ordering::Relaxed);
         let settings = &self.inner.settings;
-        self.inner
-            .dmarc
-            .send_due(
-                self.inner.resolver.as_ref(),
-                settings.dkim.as_ref(),
-                &settings.client.hostname,
-                now,
-            )
+        let runner = self.clone();
+        tokio::task::spawn_blocking(move || runner.inner.tls.write(&runner.inner.queue))
             .await
+            .map_err(|error| QueueError::Corrupted(error.to_string()))??;
+        let resolver = self.inner.resolver.as_ref();
+        let hostname = &settings.client.hostname;
+        let dmarc = self
+            .inner
+            .dmarc
+            .send_due(resolver, settings.dkim.as_ref(), hostname, now)
+            .await?;
+        let tls = tls_reports::send_due(
+            &self.inner.queue,
+            resolver,
+            settings.dkim.as_ref(),
+            hostname,
+            now,
+        )
+        .await?;
+        Ok(dmarc + tls)
     }
 
     /// One round as if the clock read `now`: claim what is due, deliver it, record the outcome;
@@ -205,10 +221,10 @@ impl Runner {
     /// Tests pass a later `now` to reach retries without waiting.
     pub async fn run_once_at(&self, now: i64) -> Result<RoundReport> {
         let report = self.deliver_due(now).await;
-        match self.send_dmarc_reports(now).await {
+        match self.send_reports(now).await {
             Ok(0) => {}
-            Ok(count) => tracing::info!(count, "DMARC aggregate reports queued"),
-            Err(error) => tracing::warn!(%error, "DMARC aggregate reports not sent"),
+            Ok(count) => tracing::info!(count, "DMARC and TLS reports queued"),
+            Err(error) => tracing::warn!(%error, "DMARC and TLS reports not sent"),
         }
         report
     }
@@ -556,10 +572,27 @@ impl Runner {
                     continue;
                 }
             };
+            let used = policy_used(&tls, policy.as_ref());
             for ip in addresses {
                 match deliver_to_host(&settings.client, &host, ip, &transaction, &tls).await {
-                    Ok(delivery) => return (delivery.outcomes, delivery.dsn_passed_on),
+                    Ok(delivery) => {
+                        if delivery.over_tls {
+                            self.inner
+                                .tls
+                                .record(domain, &used, &SessionResult::Success, now);
+                        }
+                        return (delivery.outcomes, delivery.dsn_passed_on);
+                    }
                     Err(failure) => {
+                        if let Some(result_type) = failure.tls {
+                            let result = SessionResult::Failure {
+                                result_type,
+                                mx: host.clone(),
+                                ip,
+                                detail: failure.text.clone(),
+                            };
+                            self.inner.tls.record(domain, &used, &result, now);
+                        }
                         tracing::info!(%host, %ip, failure = %failure.text, "host failed");
                         any_temporary |= !failure.permanent;
                         last_failure = Some((failure.permanent, failure.text));
@@ -575,5 +608,40 @@ impl Runner {
         } else {
             all(RcptOutcome::Permanent(text))
         }
+    }
+}
+
+/// The policy a host's TLS followed, as TLS-RPT reports it (section 4.4).
+fn policy_used(tls: &TlsPolicy, policy: Option<&mta_sts::Policy>) -> PolicyUsed {
+    use mail_auth::report::tlsrpt::PolicyType;
+    match (tls, policy) {
+        (TlsPolicy::Dane(records), _) => PolicyUsed {
+            policy_type: PolicyType::Tlsa,
+            policy_string: records
+                .iter()
+                .map(|record| {
+                    let data: String = record
+                        .data
+                        .iter()
+                        .map(|byte| format!("{byte:02x}"))
+                        .collect();
+                    format!(
+                        "{} {} {} {data}",
+                        record.usage, record.selector, record.matching
+                    )
+                })
+                .collect(),
+            mx_host: Vec::new(),
+        },
+        (TlsPolicy::Verified { why: "MTA-STS" }, Some(policy)) => PolicyUsed {
+            policy_type: PolicyType::Sts,
+            policy_string: policy.lines(),
+            mx_host: policy.mx.clone(),
+        },
+        _ => PolicyUsed {
+            policy_type: PolicyType::NoPolicyFound,
+            policy_string: Vec::new(),
+            mx_host: Vec::new(),
+        },
     }
 }

@@ -86,7 +86,7 @@ async fn a_days_evaluations_leave_as_one_report_per_domain_with_counted_rows() {
 
     let day_later = start + 86_400 + 1;
     assert_eq!(
-        runner.send_dmarc_reports(day_later).await.expect("send"),
+        runner.send_reports(day_later).await.expect("send"),
         2,
         "sender.test and agreed.test; unverified.test's rua did not agree"
     );
@@ -135,10 +135,7 @@ async fn a_days_evaluations_leave_as_one_report_per_domain_with_counted_rows() {
 
     // Sent reports are forgotten: nothing more the next day.
     assert_eq!(
-        runner
-            .send_dmarc_reports(day_later + 86_400)
-            .await
-            .expect("send"),
+        runner.send_reports(day_later + 86_400).await.expect("send"),
         0
     );
 
@@ -208,13 +205,7 @@ async fn the_collector_writes_evaluations_in_batches() {
         receiver.address.port(),
         resolver_to_localhost().with_mx("batched.test", 10, "mx.remote.test"),
     );
-    assert_eq!(
-        runner
-            .send_dmarc_reports(start + 86_401)
-            .await
-            .expect("send"),
-        1
-    );
+    assert_eq!(runner.send_reports(start + 86_401).await.expect("send"), 1);
     runner.run_once_at(start + 86_401).await.expect("round");
     let report = Report::parse_rfc5322(&receiver.delivered()[0], 1 << 20).expect("report");
     assert_eq!(

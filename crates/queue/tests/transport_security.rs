@@ -86,11 +86,7 @@ async fn attempt(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enforced_policy_delivers_over_verified_tls_and_is_fetched_once_per_id() {
     let ca = TestCa::new();
-    let (mx_cert, mx_key) = ca.leaf("mx.remote.test");
-    let receiver = FakeReceiver::start(Some(acceptor(vec![mx_cert], mx_key)), |_, _| {
-        "250 2.1.5 ok".into()
-    })
-    .await;
+    let receiver = FakeReceiver::accepting_tls(ca.leaf("mx.remote.test")).await;
     let (policy_cert, policy_key) = ca.leaf("mta-sts.remote.test");
     let (policy_port, fetches) =
         policy_server(acceptor(vec![policy_cert], policy_key), ENFORCE).await;
@@ -141,16 +137,8 @@ async fn an_enforced_policy_holds_back_mail_the_mx_cannot_protect() {
     let (untrusted_cert, untrusted_key) = self_signed("mta-sts.remote.test");
     let (untrusted_port, _) =
         policy_server(acceptor(vec![untrusted_cert], untrusted_key), ENFORCE).await;
-    let (bad_cert, bad_key) = self_signed("mx.remote.test");
-    let unverifiable = FakeReceiver::start(Some(acceptor(vec![bad_cert], bad_key)), |_, _| {
-        "250 2.1.5 ok".into()
-    })
-    .await;
-    let (good_cert, good_key) = ca.leaf("mx.remote.test");
-    let good = FakeReceiver::start(Some(acceptor(vec![good_cert], good_key)), |_, _| {
-        "250 2.1.5 ok".into()
-    })
-    .await;
+    let unverifiable = FakeReceiver::accepting_tls(self_signed("mx.remote.test")).await;
+    let good = FakeReceiver::accepting_tls(ca.leaf("mx.remote.test")).await;
     let plaintext = FakeReceiver::start(None, |_, _| "250 2.1.5 ok".into()).await;
 
     for (case, receiver, policy_port, expected) in [
@@ -210,16 +198,8 @@ async fn a_cached_policy_outlives_a_stripped_txt_record_and_a_new_runner() {
     let ca = TestCa::new();
     let (policy_cert, policy_key) = ca.leaf("mta-sts.remote.test");
     let (policy_port, _) = policy_server(acceptor(vec![policy_cert], policy_key), ENFORCE).await;
-    let (good_cert, good_key) = ca.leaf("mx.remote.test");
-    let good = FakeReceiver::start(Some(acceptor(vec![good_cert], good_key)), |_, _| {
-        "250 2.1.5 ok".into()
-    })
-    .await;
-    let (bad_cert, bad_key) = self_signed("mx.remote.test");
-    let impostor = FakeReceiver::start(Some(acceptor(vec![bad_cert], bad_key)), |_, _| {
-        "250 2.1.5 ok".into()
-    })
-    .await;
+    let good = FakeReceiver::accepting_tls(ca.leaf("mx.remote.test")).await;
+    let impostor = FakeReceiver::accepting_tls(self_signed("mx.remote.test")).await;
 
     // Without a cached policy, an attacker who strips the TXT record and sits in front of the
     // MX gets the mail (opportunistic TLS takes any certificate)...
@@ -343,4 +323,68 @@ async fn dane_ta_needs_a_chain_to_the_pinned_anchor_naming_the_host() {
         assert_eq!(outcome.is_ok(), expected, "{name}: {outcome:?}");
         assert_eq!(receiver.delivered().len(), usize::from(expected), "{name}");
     }
+}
+
+/// TLS-RPT (RFC 8460): a session an enforced MTA-STS policy refused (untrusted certificate)
+/// and one that succeeded are counted for remote.test, and after a day its `_smtp._tls` rua
+/// gets one report that mail-auth reads back: the sts policy, one success, one failure of
+/// type certificate-not-trusted at mx.remote.test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_results_are_reported_to_the_domains_tlsrpt_address() {
+    use mail_auth::report::tlsrpt::{PolicyType, ResultType, TlsReport};
+    let ca = TestCa::new();
+    let (policy_cert, policy_key) = ca.leaf("mta-sts.remote.test");
+    let (policy_port, _) = policy_server(acceptor(vec![policy_cert], policy_key), ENFORCE).await;
+    let impostor = FakeReceiver::accepting_tls(self_signed("mx.remote.test")).await;
+    let good = FakeReceiver::accepting_tls(ca.leaf("mx.remote.test")).await;
+    let resolver = || {
+        announcing("1").with_txt(
+            "_smtp._tls.remote.test",
+            "v=TLSRPTv1; rua=mailto:tlsrpt@remote.test,https://reports.remote.test/tlsrpt",
+        )
+    };
+    let setup = setup();
+    let now = now_unix();
+    let held = runner_with(
+        &setup,
+        settings(impostor.address.port(), policy_port, ca.roots()),
+        resolver(),
+    );
+    let id = enqueue(&setup, "tls-rpt");
+    held.run_once_at(now).await.expect("round");
+    assert!(setup.queue.show(id).is_ok(), "held back by the policy");
+    let delivering = runner_with(
+        &setup,
+        settings(good.address.port(), policy_port, ca.roots()),
+        resolver(),
+    );
+    delivering.run_once_at(now + 120).await.expect("round");
+    assert_eq!(good.delivered().len(), 1);
+
+    let day_later = now + 86_401;
+    assert_eq!(delivering.send_reports(day_later).await.expect("send"), 1);
+    delivering.run_once_at(day_later).await.expect("round");
+    let delivered = good.delivered();
+    assert_eq!(delivered.len(), 2, "the message, then the report");
+    let report = TlsReport::parse_rfc5322(&delivered[1], 1 << 20).expect("a TLS report");
+    assert_eq!(report.organization_name.as_deref(), Some("mx.example.org"));
+    assert_eq!(report.policies.len(), 1);
+    let policy = &report.policies[0];
+    assert_eq!(policy.policy.policy_type, PolicyType::Sts);
+    assert_eq!(policy.policy.policy_domain, "remote.test");
+    assert!(policy
+        .policy
+        .policy_string
+        .contains(&"mode: enforce".to_string()));
+    assert_eq!(
+        (policy.summary.total_success, policy.summary.total_failure),
+        (1, 1)
+    );
+    let failure = &policy.failure_details[0];
+    assert_eq!(failure.result_type, ResultType::CertificateNotTrusted);
+    assert_eq!(
+        failure.receiving_mx_hostname.as_deref(),
+        Some("mx.remote.test")
+    );
+    assert_eq!(failure.failed_session_count, 1);
 }

@@ -223,6 +223,18 @@ impl FakeReceiver {
         }
     }
 
+    /// A receiver that offers STARTTLS with `certificate` and accepts every recipient.
+    pub async fn accepting_tls(
+        certificate: (
+            rustls::pki_types::CertificateDer<'static>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        ),
+    ) -> FakeReceiver {
+        let (certificate, key) = certificate;
+        let tls = letterlock_queue::testing::acceptor(vec![certificate], key);
+        FakeReceiver::start(Some(tls), |_, _| "250 2.1.5 ok".into()).await
+    }
+
     pub fn delivered(&self) -> Vec<Vec<u8>> {
         self.messages.lock().expect("lock").clone()
     }

@@ -1,0 +1,309 @@
+//! SMTP TLS reporting (TLS-RPT, RFC 8460): how delivery's TLS went with each destination
+//! domain — sessions that succeeded and failures a policy made fatal, per policy (MTA-STS,
+//! DANE, or none) — collected while delivering, and once a day a report to the addresses the
+//! domain publishes at `_smtp._tls.<domain>` (`v=TLSRPTv1; rua=mailto:...`). `mail-auth`
+//! builds the report (gzipped JSON in a message, section 5.3); it leaves through the queue.
+//!
+//! Results are counted in memory by the runner and added to the table `tls_results` at each
+//! report check (at most [`crate::runner::DMARC_REPORT_CHECK_SECS`] apart), one commit for all
+//! domains; each row is sealed under the queue key with the domain as a keyed hash. Reports go
+//! only to `mailto:` addresses: `https:` report URIs (section 3) are not posted to yet.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use letterlock_storage::{KeyRange, Table};
+use letterlock_types::{Domain, EmailAddress};
+use mail_auth::report::tlsrpt::{
+    DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary, TlsReport,
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::dkim::DkimKeys;
+use crate::error::Result;
+use crate::resolver::Resolver;
+use crate::sealed::{keyed_index, open_json, seal_json};
+use crate::store::Queue;
+
+pub const TLS_RESULTS: Table = Table::new("tls_results");
+
+/// Section 4: one report a day.
+pub const REPORT_INTERVAL_SECS: i64 = 86_400;
+/// Domains whose results are kept at once; past this, new domains are not counted.
+pub const DOMAINS_MAX: usize = 10_000;
+/// Distinct failure rows kept per policy (a failure seen again is counted on its row).
+pub const FAILURE_ROWS_MAX: usize = 100;
+/// Report addresses one report goes to at most.
+pub const RUA_ADDRESSES_MAX: usize = 4;
+
+const INDEX_PURPOSE: &[u8] = b"letterlock tls-rpt index v1";
+const CONTEXT: &[u8] = b"letterlock tls-rpt results";
+
+/// Which policy governed a session, and its text as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyUsed {
+    pub policy_type: PolicyType,
+    /// The policy's lines (MTA-STS) or TLSA records (DANE); empty without a policy.
+    pub policy_string: Vec<String>,
+    /// MTA-STS `mx` patterns.
+    pub mx_host: Vec<String>,
+}
+
+/// A session's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionResult {
+    Success,
+    Failure {
+        result_type: ResultType,
+        mx: String,
+        ip: IpAddr,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DomainResults {
+    domain: String,
+    first_unix: i64,
+    policies: Vec<Policy>,
+}
+
+impl DomainResults {
+    fn add(&mut self, policy: &PolicyUsed, result: &SessionResult) {
+        let found = self.policies.iter().position(|known| {
+            known.policy.policy_type == policy.policy_type
+                && known.policy.policy_string == policy.policy_string
+        });
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let mut details = PolicyDetails::new(policy.policy_type, self.domain.clone());
+                details.policy_string = policy.policy_string.clone();
+                details.mx_host = policy.mx_host.clone();
+                self.policies.push(Policy {
+                    policy: details,
+                    summary: Summary {
+                        total_success: 0,
+                        total_failure: 0,
+                    },
+                    failure_details: Vec::new(),
+                });
+                self.policies.len() - 1
+            }
+        };
+        let entry = &mut self.policies[index];
+        match result {
+            SessionResult::Success => {
+                entry.summary.total_success = entry.summary.total_success.saturating_add(1)
+            }
+            SessionResult::Failure {
+                result_type,
+                mx,
+                ip,
+                detail,
+            } => {
+                entry.summary.total_failure = entry.summary.total_failure.saturating_add(1);
+                let rows = entry.failure_details.len();
+                let row = entry.failure_details.iter_mut().find(|row| {
+                    row.result_type == *result_type
+                        && row.receiving_mx_hostname.as_deref() == Some(mx.as_str())
+                        && row.receiving_ip == Some(*ip)
+                });
+                match row {
+                    Some(row) => {
+                        row.failed_session_count = row.failed_session_count.saturating_add(1)
+                    }
+                    None if rows < FAILURE_ROWS_MAX => entry.failure_details.push(FailureDetails {
+                        result_type: *result_type,
+                        sending_mta_ip: None,
+                        receiving_mx_hostname: Some(mx.clone()),
+                        receiving_mx_helo: None,
+                        receiving_ip: Some(*ip),
+                        failed_session_count: 1,
+                        additional_information: Some(detail.chars().take(200).collect()),
+                        failure_reason_code: None,
+                    }),
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: DomainResults) {
+        for policy in other.policies {
+            let known = self.policies.iter_mut().find(|known| {
+                known.policy.policy_type == policy.policy.policy_type
+                    && known.policy.policy_string == policy.policy.policy_string
+            });
+            match known {
+                Some(known) => {
+                    known.summary.total_success = known
+                        .summary
+                        .total_success
+                        .saturating_add(policy.summary.total_success);
+                    known.summary.total_failure = known
+                        .summary
+                        .total_failure
+                        .saturating_add(policy.summary.total_failure);
+                    for row in policy.failure_details {
+                        if known.failure_details.len() < FAILURE_ROWS_MAX {
+                            known.failure_details.push(row);
+                        }
+                    }
+                }
+                None => self.policies.push(policy),
+            }
+        }
+    }
+}
+
+/// Results counted in memory by a runner, written at each report check.
+#[derive(Default)]
+pub struct TlsResults {
+    pending: std::sync::Mutex<HashMap<String, DomainResults>>,
+}
+
+impl TlsResults {
+    pub fn record(&self, domain: &Domain, policy: &PolicyUsed, result: &SessionResult, now: i64) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pending.len() >= DOMAINS_MAX && !pending.contains_key(domain.as_str()) {
+            return;
+        }
+        pending
+            .entry(domain.as_str().to_string())
+            .or_insert_with(|| DomainResults {
+                domain: domain.as_str().to_string(),
+                first_unix: now,
+                policies: Vec::new(),
+            })
+            .add(policy, result);
+    }
+
+    /// Add what was counted to the table (one commit) and forget it here.
+    pub fn write(&self, queue: &Queue) -> Result<()> {
+        let taken: Vec<DomainResults> = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            pending.drain().map(|(_, results)| results).collect()
+        };
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let mut tx = queue.engine().begin_write()?;
+        for results in taken {
+            let index = keyed_index(queue, INDEX_PURPOSE, &results.domain);
+            let merged = match tx.get(TLS_RESULTS, &index)? {
+                Some(sealed) => {
+                    let mut stored: DomainResults = open_json(queue, CONTEXT, &index, &sealed)?;
+                    stored.merge(results);
+                    stored
+                }
+                None => results,
+            };
+            tx.put(
+                TLS_RESULTS,
+                &index,
+                &seal_json(queue, CONTEXT, &index, &merged)?,
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Send the reports whose day is over, to domains that publish a TLSRPT record with mailto:
+/// addresses; forget what was reported (or what nobody asked for). Returns the reports queued.
+pub async fn send_due(
+    queue: &Queue,
+    resolver: &dyn Resolver,
+    dkim: Option<&DkimKeys>,
+    hostname: &str,
+    now: i64,
+) -> Result<usize> {
+    let due: Vec<(Vec<u8>, DomainResults)> = {
+        let tx = queue.engine().begin_read()?;
+        let mut due = Vec::new();
+        for (key, sealed) in tx.scan(TLS_RESULTS, KeyRange::all(), DOMAINS_MAX)? {
+            let results: DomainResults = open_json(queue, CONTEXT, &key, &sealed)?;
+            if now.saturating_sub(results.first_unix) >= REPORT_INTERVAL_SECS {
+                due.push((key, results));
+            }
+        }
+        due
+    };
+    let mut sent = 0;
+    for (key, results) in due {
+        let recipients = report_addresses(resolver, &results.domain).await;
+        if !recipients.is_empty() && !results.policies.is_empty() {
+            let message = build(&results, &recipients, hostname, now)?;
+            crate::dmarc_reports::queue_report(queue, dkim, hostname, &recipients, message)?;
+            sent += 1;
+        }
+        let mut tx = queue.engine().begin_write()?;
+        tx.delete(TLS_RESULTS, &key)?;
+        tx.commit()?;
+    }
+    Ok(sent)
+}
+
+/// Section 3: the `rua` of the one `v=TLSRPTv1` record at `_smtp._tls.<domain>`, its mailto:
+/// addresses.
+async fn report_addresses(resolver: &dyn Resolver, domain: &str) -> Vec<EmailAddress> {
+    let Ok(records) = resolver.txt(&format!("_smtp._tls.{domain}")).await else {
+        return Vec::new();
+    };
+    let mut matching = records
+        .iter()
+        .filter(|record| record.trim_start().starts_with("v=TLSRPTv1"));
+    let (Some(record), None) = (matching.next(), matching.next()) else {
+        return Vec::new();
+    };
+    record
+        .split(';')
+        .filter_map(|field| field.trim().strip_prefix("rua="))
+        .flat_map(|uris| uris.split(','))
+        .filter_map(|uri| uri.trim().strip_prefix("mailto:"))
+        .filter_map(|address| EmailAddress::try_from(address).ok())
+        .take(RUA_ADDRESSES_MAX)
+        .collect()
+}
+
+fn build(
+    results: &DomainResults,
+    recipients: &[EmailAddress],
+    hostname: &str,
+    now: i64,
+) -> Result<Vec<u8>> {
+    let report = TlsReport {
+        organization_name: Some(hostname.to_string()),
+        date_range: DateRange {
+            start_datetime: mail_parser::DateTime::from_timestamp(results.first_unix),
+            end_datetime: mail_parser::DateTime::from_timestamp(now),
+        },
+        contact_info: Some(format!("noreply-tlsrpt@{hostname}")),
+        report_id: format!(
+            "{}.{}.{:08x}",
+            results.domain,
+            results.first_unix,
+            rand::thread_rng().next_u32()
+        ),
+        policies: results.policies.clone(),
+    };
+    let from = format!("noreply-tlsrpt@{hostname}");
+    let to: Vec<String> = recipients.iter().map(ToString::to_string).collect();
+    report
+        .to_rfc5322(
+            &results.domain,
+            hostname,
+            ("TLS report", from.as_str()),
+            to.iter().map(String::as_str),
+        )
+        .map(String::into_bytes)
+        .map_err(|error| crate::error::QueueError::Corrupted(format!("TLS report: {error}")))
+}
