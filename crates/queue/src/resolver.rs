@@ -325,6 +325,11 @@ impl Resolver for HickoryResolver {
 
     fn tlsa<'a>(&'a self, name: &'a str) -> Lookup<'a, TlsaAnswer> {
         Box::pin(async move {
+            // Without a resolver whose AD bit can be trusted no answer could count, so none is
+            // asked for: a failing TLSA query must not hold mail back on such a machine.
+            if !self.ad_bit_trusted {
+                return Ok(TlsaAnswer::default());
+            }
             let lookup = self
                 .resolver
                 .lookup(fqdn(name), RecordType::TLSA)
