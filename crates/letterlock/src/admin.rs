@@ -241,8 +241,8 @@ pub fn domain(
             writeln!(
                 out,
                 "; DMARC policy: mail failing SPF and DKIM alignment goes to Junk; other servers'\n\
-                 ; aggregate reports come to postmaster@{domain} (`letterlock dmarc report`; make it an\n\
-                 ; account or `letterlock alias add postmaster@{domain} YOU@{domain}`)"
+                 ; aggregate reports come to postmaster@{domain} (`letterlock dmarc report`; postmaster\n\
+                 ; reaches the domain's oldest account unless it is an account or alias itself)"
             )?;
             let dmarc = letterlock_queue::TxtRecord {
                 name: format!("_dmarc.{domain}"),

@@ -775,6 +775,22 @@ pub(crate) fn resolve_in(
     if let Some(alias) = get_record::<AliasRecord>(tx, ALIASES, catch_all.as_bytes())? {
         return Ok(alias.targets);
     }
+    // RFC 5321 section 4.5.1: every domain accepts mail for its postmaster. Without an
+    // account or alias of that name, the domain's oldest account receives it.
+    if recipient.local_part().eq_ignore_ascii_case("postmaster") {
+        let mut oldest: Option<UserRecord> = None;
+        for (_, value) in tx.scan(USERS, KeyRange::all(), SCAN_ROWS_MAX)? {
+            let user: UserRecord = records::decode("user", &value)?;
+            if user.address.domain() == recipient.domain()
+                && oldest.as_ref().is_none_or(|known| user.id < known.id)
+            {
+                oldest = Some(user);
+            }
+        }
+        if let Some(user) = oldest {
+            return Ok(vec![user.address]);
+        }
+    }
     Err(StoreError::UnknownRecipient(recipient.clone()))
 }
 

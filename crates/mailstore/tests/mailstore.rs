@@ -695,3 +695,40 @@ fn trusted_contact_keys_are_sealed_per_account() {
     assert!(!alice.distrust_key(&contact).expect("remove again"));
     assert_eq!(alice.trusted_key(&contact).expect("read"), None);
 }
+
+/// RFC 5321 section 4.5.1: postmaster@ a local domain is always deliverable: to an account or
+/// alias of that name when there is one, otherwise to the domain's oldest account.
+#[test]
+fn postmaster_reaches_the_oldest_account_unless_it_has_its_own_address() {
+    let (_dir, store, _) = setup();
+    store
+        .add_user(
+            &address("bob@example.org"),
+            &Secret::from(PASSWORD),
+            0,
+            None,
+        )
+        .expect("bob");
+    assert_eq!(
+        store
+            .resolve_recipient(&address("PostMaster@example.org"))
+            .expect("postmaster"),
+        vec![address("alice@example.org")]
+    );
+    store
+        .add_alias("postmaster@example.org", &[address("bob@example.org")])
+        .expect("alias");
+    assert_eq!(
+        store
+            .resolve_recipient(&address("postmaster@example.org"))
+            .expect("postmaster"),
+        vec![address("bob@example.org")]
+    );
+    store
+        .add_domain(&Domain::try_from("empty.example").expect("domain"))
+        .expect("domain");
+    assert!(matches!(
+        store.resolve_recipient(&address("postmaster@empty.example")),
+        Err(StoreError::UnknownRecipient(_))
+    ));
+}
