@@ -1,5 +1,6 @@
-//! A small HTTPS client for the two things delivery fetches over the web: MTA-STS policies
-//! (RFC 8461 section 3.3) and WKD keys (draft-koch-openpgp-webkey-service). Written here rather
+//! A small HTTPS client for what delivery does over the web: fetch MTA-STS policies (RFC 8461
+//! section 3.3) and WKD keys (draft-koch-openpgp-webkey-service), and post TLS-RPT reports
+//! (RFC 8460 section 5.4). Written here rather
 //! than taken from an HTTP crate because both need the same narrow thing: one GET over rustls
 //! with the server's name verified against the configured roots, the host resolved through the
 //! delivery [`Resolver`] (so tests never leave loopback), no redirects (RFC 8461 forbids
@@ -44,6 +45,51 @@ pub async fn get(
     path: &str,
     body_limit: usize,
 ) -> Result<Fetched, String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: letterlock\r\n\r\n")
+        .into_bytes();
+    let reply = exchange(resolver, settings, host, &request, body_limit).await?;
+    parse_reply(&reply, body_limit).map_err(|error| format!("{host}: {error}"))
+}
+
+/// POST `body` as `content_type` to `path` on `host` (TLS-RPT reports, RFC 8460 section 5.4);
+/// any 2xx status is success.
+pub async fn post(
+    resolver: &dyn Resolver,
+    settings: &HttpsSettings,
+    host: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), String> {
+    let mut request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: letterlock\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let reply = exchange(resolver, settings, host, &request, 0).await?;
+    let status = String::from_utf8_lossy(
+        reply
+            .split(|&byte| byte == b'\n')
+            .next()
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    match status.split_whitespace().nth(1) {
+        Some(code) if code.starts_with('2') => Ok(()),
+        _ => Err(format!("{host} replied {:?}", status.trim_end())),
+    }
+}
+
+/// Send `request` to `host` over verified TLS and read the reply (its headers and at most
+/// `body_limit` bytes of body).
+async fn exchange(
+    resolver: &dyn Resolver,
+    settings: &HttpsSettings,
+    host: &str,
+    request: &[u8],
+    body_limit: usize,
+) -> Result<Vec<u8>, String> {
     let addresses = resolver
         .ip(host)
         .await
@@ -66,8 +112,7 @@ pub async fn get(
         .connect(name, tcp)
         .await
         .map_err(|error| format!("TLS with {host} failed: {error}"))?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: letterlock\r\n\r\n");
-    tls.write_all(request.as_bytes())
+    tls.write_all(request)
         .await
         .map_err(|error| format!("writing to {host}: {error}"))?;
     let mut reply = Vec::new();
@@ -79,7 +124,7 @@ pub async fn get(
             return Err(format!("reading from {host}: {error}"));
         }
     }
-    parse_reply(&reply, body_limit).map_err(|error| format!("{host}: {error}"))
+    Ok(reply)
 }
 
 /// The status line must say 200 (no redirects) and the body must fit `body_limit`.

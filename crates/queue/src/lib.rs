@@ -27,9 +27,7 @@
 //! message with a failure report, ENVID is echoed.
 //!
 //! - `tls_reports`: TLS-RPT (RFC 8460): per-domain TLS results counted during delivery and a
-//!   daily report to the domain's `mailto:` rua.
-//!
-//! Not here yet: TLS-RPT reports to `https:` addresses.
+//!   daily report to the domain's rua (mailed, or posted over HTTPS).
 
 use std::sync::Arc;
 

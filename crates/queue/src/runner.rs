@@ -25,6 +25,7 @@ use crate::dkim::DkimKeys;
 use crate::dmarc_reports::DmarcReports;
 use crate::dsn::{self, build_bounce, build_report, Action, BounceReason, Report, Reported};
 use crate::error::{QueueError, Result};
+use crate::https::HttpsSettings;
 use crate::mta_sts::{self, FetchSettings, Mode};
 use crate::resolver::{route, DnsError, Resolver, Route};
 use crate::store::{self, now_unix, Claimed, Envelope, Finish, Queue, RecipientState};
@@ -61,7 +62,8 @@ pub struct RunnerSettings {
     pub lease_secs: u64,
     pub claim_batch_max: usize,
     pub poll_interval: Duration,
-    /// The HTTPS port MTA-STS policies are fetched from (443; tests use another).
+    /// The HTTPS port of MTA-STS policy servers and TLS-RPT report collectors (443; tests use
+    /// another).
     pub mta_sts_port: u16,
     pub mta_sts_timeout: Duration,
     pub destination_concurrency_max: usize,
@@ -205,9 +207,14 @@ impl Runner {
             .dmarc
             .send_due(resolver, settings.dkim.as_ref(), hostname, now)
             .await?;
+        let https = HttpsSettings {
+            port: settings.mta_sts_port,
+            roots: Arc::clone(&settings.client.roots),
+        };
         let tls = tls_reports::send_due(
             &self.inner.queue,
             resolver,
+            &https,
             settings.dkim.as_ref(),
             hostname,
             now,

@@ -4,7 +4,7 @@
 //! on any failure, never in the server.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -84,10 +84,19 @@ pub fn acceptor(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>
 }
 
 /// An HTTPS/1.x server for tests: `respond(path)` gives the status, content type and body of
-/// each GET; requests are counted.
+/// each request; requests are counted, and POSTed bodies kept with their path and type.
 pub struct HttpsServer {
     pub port: u16,
     pub requests: Arc<AtomicU32>,
+    pub posted: Arc<Mutex<Vec<Posted>>>,
+}
+
+/// A POST the test server received.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub path: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
 }
 
 impl HttpsServer {
@@ -98,30 +107,65 @@ impl HttpsServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         let requests = Arc::new(AtomicU32::new(0));
-        let (counted, respond) = (Arc::clone(&requests), Arc::new(respond));
+        let posted = Arc::new(Mutex::new(Vec::new()));
+        let (counted, kept, respond) = (
+            Arc::clone(&requests),
+            Arc::clone(&posted),
+            Arc::new(respond),
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (tls, counted, respond) =
-                    (tls.clone(), Arc::clone(&counted), Arc::clone(&respond));
+                let (tls, counted, kept, respond) = (
+                    tls.clone(),
+                    Arc::clone(&counted),
+                    Arc::clone(&kept),
+                    Arc::clone(&respond),
+                );
                 tokio::spawn(async move {
                     let Ok(mut stream) = tls.accept(stream).await else {
                         return;
                     };
                     let mut request = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(end) =
+                            request.windows(4).position(|window| window == b"\r\n\r\n")
+                        {
+                            break end + 4;
+                        }
                         match stream.read(&mut chunk).await {
                             Ok(0) | Err(_) => return,
                             Ok(count) => request.extend_from_slice(&chunk[..count]),
                         }
+                    };
+                    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                    assert!(head.contains(" HTTP/1.0\r\n"), "{head}");
+                    let mut words = head.split(' ');
+                    let method = words.next().unwrap_or("").to_string();
+                    let path = words.next().unwrap_or("").to_string();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|line| {
+                                let (key, value) = line.split_once(':')?;
+                                key.eq_ignore_ascii_case(name)
+                                    .then(|| value.trim().to_string())
+                            })
+                            .unwrap_or_default()
+                    };
+                    if method == "POST" {
+                        let length: usize = header("content-length").parse().unwrap_or(0);
+                        while request.len() < head_end + length {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(count) => request.extend_from_slice(&chunk[..count]),
+                            }
+                        }
+                        kept.lock().expect("lock").push(Posted {
+                            path: path.clone(),
+                            content_type: header("content-type"),
+                            body: request[head_end..head_end + length].to_vec(),
+                        });
                     }
-                    let text = String::from_utf8_lossy(&request).into_owned();
-                    let path = text
-                        .strip_prefix("GET ")
-                        .and_then(|rest| rest.split(' ').next())
-                        .unwrap_or("")
-                        .to_string();
-                    assert!(text.contains(" HTTP/1.0\r\n"), "{text}");
                     counted.fetch_add(1, Ordering::SeqCst);
                     let (status, content_type, body) = respond(&path);
                     let mut reply = format!(
@@ -135,6 +179,10 @@ impl HttpsServer {
                 });
             }
         });
-        HttpsServer { port, requests }
+        HttpsServer {
+            port,
+            requests,
+            posted,
+        }
     }
 }

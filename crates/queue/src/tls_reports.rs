@@ -2,12 +2,12 @@
 //! domain — sessions that succeeded and failures a policy made fatal, per policy (MTA-STS,
 //! DANE, or none) — collected while delivering, and once a day a report to the addresses the
 //! domain publishes at `_smtp._tls.<domain>` (`v=TLSRPTv1; rua=mailto:...`). `mail-auth`
-//! builds the report (gzipped JSON in a message, section 5.3); it leaves through the queue.
+//! builds the report (gzipped JSON in a message, section 5.3), which leaves through the queue;
+//! to `https:` addresses it is posted gzipped (section 5.4).
 //!
 //! Results are counted in memory by the runner and added to the table `tls_results` at each
 //! report check (at most [`crate::runner::DMARC_REPORT_CHECK_SECS`] apart), one commit for all
-//! domains; each row is sealed under the queue key with the domain as a keyed hash. Reports go
-//! only to `mailto:` addresses: `https:` report URIs (section 3) are not posted to yet.
+//! domains; each row is sealed under the queue key with the domain as a keyed hash.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dkim::DkimKeys;
 use crate::error::Result;
+use crate::https::HttpsSettings;
 use crate::resolver::Resolver;
 use crate::sealed::{keyed_index, open_json, seal_json};
 use crate::store::Queue;
@@ -222,6 +223,7 @@ impl TlsResults {
 pub async fn send_due(
     queue: &Queue,
     resolver: &dyn Resolver,
+    https: &HttpsSettings,
     dkim: Option<&DkimKeys>,
     hostname: &str,
     now: i64,
@@ -239,11 +241,26 @@ pub async fn send_due(
     };
     let mut sent = 0;
     for (key, results) in due {
-        let recipients = report_addresses(resolver, &results.domain).await;
-        if !recipients.is_empty() && !results.policies.is_empty() {
-            let message = build(&results, &recipients, hostname, now)?;
-            crate::dmarc_reports::queue_report(queue, dkim, hostname, &recipients, message)?;
-            sent += 1;
+        let destinations = report_destinations(resolver, &results.domain).await;
+        if !results.policies.is_empty() {
+            let report = report_of(&results, hostname, now);
+            if !destinations.mailto.is_empty() {
+                let message = build(&report, &results.domain, &destinations.mailto, hostname)?;
+                crate::dmarc_reports::queue_report(
+                    queue,
+                    dkim,
+                    hostname,
+                    &destinations.mailto,
+                    message,
+                )?;
+                sent += 1;
+            }
+            for (host, path) in &destinations.https {
+                match post_report(resolver, https, host, path, &report).await {
+                    Ok(()) => sent += 1,
+                    Err(error) => tracing::info!(%host, %error, "TLS report not posted"),
+                }
+            }
         }
         let mut tx = queue.engine().begin_write()?;
         tx.delete(TLS_RESULTS, &key)?;
@@ -252,35 +269,87 @@ pub async fn send_due(
     Ok(sent)
 }
 
-/// Section 3: the `rua` of the one `v=TLSRPTv1` record at `_smtp._tls.<domain>`, its mailto:
-/// addresses.
-async fn report_addresses(resolver: &dyn Resolver, domain: &str) -> Vec<EmailAddress> {
+/// Where a domain wants its reports.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Destinations {
+    mailto: Vec<EmailAddress>,
+    /// (host, path and query) of each `https:` URI.
+    https: Vec<(String, String)>,
+}
+
+/// Section 3: the `rua` of the one `v=TLSRPTv1` record at `_smtp._tls.<domain>`.
+async fn report_destinations(resolver: &dyn Resolver, domain: &str) -> Destinations {
     let Ok(records) = resolver.txt(&format!("_smtp._tls.{domain}")).await else {
-        return Vec::new();
+        return Destinations::default();
     };
     let mut matching = records
         .iter()
         .filter(|record| record.trim_start().starts_with("v=TLSRPTv1"));
     let (Some(record), None) = (matching.next(), matching.next()) else {
-        return Vec::new();
+        return Destinations::default();
     };
-    record
+    let mut destinations = Destinations::default();
+    let uris = record
         .split(';')
         .filter_map(|field| field.trim().strip_prefix("rua="))
         .flat_map(|uris| uris.split(','))
-        .filter_map(|uri| uri.trim().strip_prefix("mailto:"))
-        .filter_map(|address| EmailAddress::try_from(address).ok())
-        .take(RUA_ADDRESSES_MAX)
-        .collect()
+        .map(str::trim)
+        .take(RUA_ADDRESSES_MAX);
+    for uri in uris {
+        if let Some(address) = uri.strip_prefix("mailto:") {
+            if let Ok(address) = EmailAddress::try_from(address) {
+                destinations.mailto.push(address);
+            }
+        } else if let Some(rest) = uri.strip_prefix("https://") {
+            let (host, path) = match rest.find('/') {
+                Some(slash) => (&rest[..slash], &rest[slash..]),
+                None => (rest, "/"),
+            };
+            // An explicit port is not followed: reports go to the HTTPS port.
+            let host = host.split(':').next().unwrap_or(host);
+            if !host.is_empty() {
+                destinations
+                    .https
+                    .push((host.to_ascii_lowercase(), path.to_string()));
+            }
+        }
+    }
+    destinations
 }
 
-fn build(
-    results: &DomainResults,
-    recipients: &[EmailAddress],
-    hostname: &str,
-    now: i64,
-) -> Result<Vec<u8>> {
-    let report = TlsReport {
+/// Section 5.4: the JSON report, gzipped, as `application/tlsrpt+gzip`.
+async fn post_report(
+    resolver: &dyn Resolver,
+    https: &HttpsSettings,
+    host: &str,
+    path: &str,
+    report: &TlsReport,
+) -> std::result::Result<(), String> {
+    use std::io::Write as _;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(report.to_json().as_bytes())
+        .map_err(|error| error.to_string())?;
+    let body = gzip.finish().map_err(|error| error.to_string())?;
+    tokio::time::timeout(
+        POST_TIMEOUT,
+        crate::https::post(
+            resolver,
+            https,
+            host,
+            path,
+            "application/tlsrpt+gzip",
+            &body,
+        ),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())?
+}
+
+/// One report post at most this long.
+pub const POST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn report_of(results: &DomainResults, hostname: &str, now: i64) -> TlsReport {
+    TlsReport {
         organization_name: Some(hostname.to_string()),
         date_range: DateRange {
             start_datetime: mail_parser::DateTime::from_timestamp(results.first_unix),
@@ -294,12 +363,20 @@ fn build(
             rand::thread_rng().next_u32()
         ),
         policies: results.policies.clone(),
-    };
+    }
+}
+
+fn build(
+    report: &TlsReport,
+    domain: &str,
+    recipients: &[EmailAddress],
+    hostname: &str,
+) -> Result<Vec<u8>> {
     let from = format!("noreply-tlsrpt@{hostname}");
     let to: Vec<String> = recipients.iter().map(ToString::to_string).collect();
     report
         .to_rfc5322(
-            &results.domain,
+            domain,
             hostname,
             ("TLS report", from.as_str()),
             to.iter().map(String::as_str),

@@ -337,11 +337,18 @@ async fn tls_results_are_reported_to_the_domains_tlsrpt_address() {
     let (policy_port, _) = policy_server(acceptor(vec![policy_cert], policy_key), ENFORCE).await;
     let impostor = FakeReceiver::accepting_tls(self_signed("mx.remote.test")).await;
     let good = FakeReceiver::accepting_tls(ca.leaf("mx.remote.test")).await;
+    let (collector_cert, collector_key) = ca.leaf("reports.remote.test");
+    let reports = HttpsServer::start(acceptor(vec![collector_cert], collector_key), |_| {
+        (200, "text/plain", Vec::new())
+    })
+    .await;
     let resolver = || {
-        announcing("1").with_txt(
-            "_smtp._tls.remote.test",
-            "v=TLSRPTv1; rua=mailto:tlsrpt@remote.test,https://reports.remote.test/tlsrpt",
-        )
+        announcing("1")
+            .with_ip("reports.remote.test", "127.0.0.1".parse().expect("ip"))
+            .with_txt(
+                "_smtp._tls.remote.test",
+                "v=TLSRPTv1; rua=mailto:tlsrpt@remote.test,https://reports.remote.test/tlsrpt",
+            )
     };
     let setup = setup();
     let now = now_unix();
@@ -362,8 +369,18 @@ async fn tls_results_are_reported_to_the_domains_tlsrpt_address() {
     assert_eq!(good.delivered().len(), 1);
 
     let day_later = now + 86_401;
-    assert_eq!(delivering.send_reports(day_later).await.expect("send"), 1);
-    delivering.run_once_at(day_later).await.expect("round");
+    // The results the delivering runner counted are written at its next check; another
+    // runner, whose HTTPS port is the report collector's, sends them.
+    delivering.send_reports(now + 600).await.expect("write");
+    let mut reporting_settings = settings(good.address.port(), reports.port, ca.roots());
+    reporting_settings.mta_sts_port = reports.port;
+    let reporting = runner_with(&setup, reporting_settings, resolver());
+    assert_eq!(
+        reporting.send_reports(day_later).await.expect("send"),
+        2,
+        "mailed and posted"
+    );
+    delivering.run_once_at(day_later + 1).await.expect("round");
     let delivered = good.delivered();
     assert_eq!(delivered.len(), 2, "the message, then the report");
     let report = TlsReport::parse_rfc5322(&delivered[1], 1 << 20).expect("a TLS report");
@@ -387,4 +404,18 @@ async fn tls_results_are_reported_to_the_domains_tlsrpt_address() {
         Some("mx.remote.test")
     );
     assert_eq!(failure.failed_session_count, 1);
+
+    // The https: address got the same report, posted gzipped (section 5.4).
+    let posted = reports.posted.lock().expect("lock").clone();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].path, "/tlsrpt");
+    assert_eq!(posted[0].content_type, "application/tlsrpt+gzip");
+    let mut json = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(posted[0].body.as_slice()),
+        &mut json,
+    )
+    .expect("gzip");
+    let posted: TlsReport = serde_json::from_str(&json).expect("TLS-RPT JSON");
+    assert_eq!(posted.policies, report.policies);
 }
