@@ -538,7 +538,7 @@ async fn notify_delay_sends_one_delay_report_after_four_hours() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_to_one_destination_are_bounded_and_the_rest_wait_their_turn() {
     let setup = setup();
-    let receiver = FakeReceiver::start_slow(std::time::Duration::from_millis(100)).await;
+    let receiver = FakeReceiver::start_slow(std::time::Duration::from_millis(300)).await;
     for index in 0..8 {
         enqueue_for_carol(&setup, &format!("concurrency-{index}"));
     }
