@@ -17,7 +17,7 @@ use letterlock_types::EmailAddress;
 
 use mail_auth::report::tlsrpt::ResultType;
 
-use crate::dane::DaneVerifier;
+use crate::dane;
 use crate::resolver::TlsaRecord;
 use crate::store::{DsnRequest, Notify};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -586,13 +586,16 @@ fn tls_config(roots: &Arc<RootCertStore>, tls: &TlsPolicy) -> Result<ClientConfi
                 .map_err(|error| HostFailure::temporary(format!("TLS setup: {error}")))?,
         )
     };
+    let custom = |check| {
+        Arc::new(PolicyVerifier {
+            check,
+            provider: Arc::clone(&provider),
+        })
+    };
     let config = match (tls, webpki) {
         (TlsPolicy::Dane(records), _) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(DaneVerifier::new(
-                records.clone(),
-                Arc::clone(&provider),
-            )))
+            .with_custom_certificate_verifier(custom(CertificateCheck::Dane(dane::usable(records))))
             .with_no_client_auth(),
         (TlsPolicy::Verified { .. }, Some(verifier)) => {
             builder.with_webpki_verifier(verifier).with_no_client_auth()
@@ -604,18 +607,12 @@ fn tls_config(roots: &Arc<RootCertStore>, tls: &TlsPolicy) -> Result<ClientConfi
         }
         (TlsPolicy::Opportunistic, inner) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(OpportunisticVerifier {
-                inner,
-                algorithms: provider.signature_verification_algorithms,
-            }))
+            .with_custom_certificate_verifier(custom(CertificateCheck::Opportunistic(inner)))
             .with_no_client_auth(),
     };
     Ok(config)
 }
 
-/// Opportunistic TLS (RFC 7435): verify if we can, say so in the log, use the session anyway.
-/// The handshake signature is still checked, so the peer holds the key of the certificate it
-/// showed.
 #[cfg(test)]
 mod tests {
     #[test]
@@ -626,13 +623,25 @@ mod tests {
     }
 }
 
+/// What a policy that webpki alone does not express checks of the server's certificate.
 #[derive(Debug)]
-struct OpportunisticVerifier {
-    inner: Option<Arc<WebPkiServerVerifier>>,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+enum CertificateCheck {
+    /// Opportunistic TLS (RFC 7435): verify if we can, say so in the log, use the session
+    /// anyway.
+    Opportunistic(Option<Arc<WebPkiServerVerifier>>),
+    /// DANE (RFC 7672): the usable TLSA records of the host.
+    Dane(Vec<TlsaRecord>),
 }
 
-impl ServerCertVerifier for OpportunisticVerifier {
+/// The certificate verifier of opportunistic and DANE TLS. The handshake signature is always
+/// checked, so the peer holds the key of the certificate it showed.
+#[derive(Debug)]
+struct PolicyVerifier {
+    check: CertificateCheck,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PolicyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -641,12 +650,27 @@ impl ServerCertVerifier for OpportunisticVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(inner) = &self.inner {
-            if let Err(error) =
-                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            {
-                tracing::info!(%error, server = ?server_name, "unverified TLS certificate, used opportunistically");
+        match &self.check {
+            CertificateCheck::Opportunistic(Some(inner)) => {
+                if let Err(error) = inner.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                ) {
+                    tracing::info!(%error, server = ?server_name, "unverified TLS certificate, used opportunistically");
+                }
             }
+            CertificateCheck::Opportunistic(None) => {}
+            CertificateCheck::Dane(records) => dane::verify(
+                records,
+                end_entity,
+                intermediates,
+                server_name,
+                now,
+                &self.provider,
+            )?,
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -657,7 +681,12 @@ impl ServerCertVerifier for OpportunisticVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -666,10 +695,17 @@ impl ServerCertVerifier for OpportunisticVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::resolver::TlsaRecord;
@@ -75,113 +75,67 @@ pub fn subject_public_key_info(certificate: &CertificateDer<'_>) -> Option<Vec<u
     Some(der)
 }
 
-/// Checks a server's certificate against usable TLSA records; with none, accepts any
-/// certificate (TLS mandatory, unauthenticated). The handshake signature is always checked.
-#[derive(Debug)]
-pub struct DaneVerifier {
-    records: Vec<TlsaRecord>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+/// Whether the server's certificate (and the chain it sent) satisfies `records`, the usable
+/// ones of a host's set (see [`usable`]); with none, any certificate does (TLS mandatory,
+/// unauthenticated). Names and dates count only for DANE-TA.
+pub fn verify(
+    records: &[TlsaRecord],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<(), rustls::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let verified = records.iter().any(|record| match record.usage {
+        USAGE_DANE_EE => matches(record, end_entity),
+        USAGE_DANE_TA => trust_anchor_verifies(
+            record,
+            end_entity,
+            intermediates,
+            server_name,
+            now,
+            provider,
+        ),
+        _ => false,
+    });
+    if verified {
+        Ok(())
+    } else {
+        Err(rustls::Error::General(
+            "DANE: the certificate matches none of the host's TLSA records".into(),
+        ))
+    }
 }
 
-impl DaneVerifier {
-    pub fn new(records: Vec<TlsaRecord>, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
-        DaneVerifier {
-            records: usable(&records),
-            provider,
-        }
-    }
-
-    fn trust_anchor_verifies(
-        &self,
-        record: &TlsaRecord,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        now: UnixTime,
-    ) -> bool {
-        intermediates
-            .iter()
-            .filter(|certificate| matches(record, certificate))
-            .any(|anchor| {
-                let mut roots = RootCertStore::empty();
-                if roots.add(anchor.clone().into_owned()).is_err() {
-                    return false;
-                }
-                WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    Arc::clone(&self.provider),
-                )
+/// DANE-TA: a certificate of the chain matches `record`, and the server's certificate verifies
+/// up to it and names the host.
+fn trust_anchor_verifies(
+    record: &TlsaRecord,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> bool {
+    intermediates
+        .iter()
+        .filter(|certificate| matches(record, certificate))
+        .any(|anchor| {
+            let mut roots = RootCertStore::empty();
+            if roots.add(anchor.clone().into_owned()).is_err() {
+                return false;
+            }
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
                 .build()
                 .is_ok_and(|verifier| {
                     verifier
                         .verify_server_cert(end_entity, intermediates, server_name, &[], now)
                         .is_ok()
                 })
-            })
-    }
-}
-
-impl ServerCertVerifier for DaneVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.records.is_empty() {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let verified = self.records.iter().any(|record| match record.usage {
-            USAGE_DANE_EE => matches(record, end_entity),
-            USAGE_DANE_TA => {
-                self.trust_anchor_verifies(record, end_entity, intermediates, server_name, now)
-            }
-            _ => false,
-        });
-        if verified {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "DANE: the certificate matches none of the host's TLSA records".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+        })
 }
 
 #[cfg(test)]
