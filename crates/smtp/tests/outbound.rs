@@ -207,12 +207,7 @@ async fn submitted_mail_to_a_known_key_leaves_encrypted_and_gnupg_reads_it() {
             assert!(!text.contains(secret), "{secret} left in the clear: {text}");
         }
         let armored = root.path().join(format!("{user}.asc"));
-        std::fs::write(
-            &armored,
-            letterlock_smtp::encryption::armored_part(&delivered[0]).expect("armoured part"),
-        )
-        .expect("write");
-        let decrypted = gpg(home, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
+        let decrypted = gpg_decrypt_pgp_mime(home, &delivered[0], &armored);
         let decrypted = String::from_utf8(decrypted).expect("utf-8");
         assert!(decrypted.ends_with(&message), "{decrypted}");
         assert!(decrypted.starts_with("Autocrypt: addr="), "{decrypted}");
@@ -612,16 +607,7 @@ async fn signed_submissions_verify_with_gnupg_in_the_clear_and_inside_encryption
     // Carol's copy is encrypted; inside is the signed message.
     let carol = inbox(&receiver.store, CAROL);
     let armored = root.path().join("carol.pgp.asc");
-    std::fs::write(
-        &armored,
-        letterlock_smtp::encryption::armored_part(&carol[0]).expect("encrypted"),
-    )
-    .expect("write");
-    let inner = gpg(
-        &carol_home,
-        &["--decrypt", armored.to_str().expect("utf-8")],
-    )
-    .stdout;
+    let inner = gpg_decrypt_pgp_mime(&carol_home, &carol[0], &armored);
     assert!(String::from_utf8_lossy(&inner).contains("multipart/signed"));
     verify(&inner, "carol");
 
@@ -685,12 +671,7 @@ async fn a_key_found_by_wkd_encrypts_the_submission() {
         "{text}"
     );
     let armored = root.path().join("erin.asc");
-    std::fs::write(
-        &armored,
-        letterlock_smtp::encryption::armored_part(&erin[0]).expect("armoured"),
-    )
-    .expect("write");
-    let decrypted = gpg(&erin_home, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
+    let decrypted = gpg_decrypt_pgp_mime(&erin_home, &erin[0], &armored);
     assert!(String::from_utf8_lossy(&decrypted).contains(CANARY));
     let dan = inbox(&receiver.store, DAN);
     assert!(
@@ -736,16 +717,7 @@ async fn the_accounts_trusted_key_wins_over_a_learnt_one() {
 
     let delivered = inbox(&receiver.store, CAROL);
     let armored = root.path().join("copy.asc");
-    std::fs::write(
-        &armored,
-        letterlock_smtp::encryption::armored_part(&delivered[0]).expect("encrypted"),
-    )
-    .expect("write");
-    let decrypted = gpg(
-        &trusted_home,
-        &["--decrypt", armored.to_str().expect("utf-8")],
-    )
-    .stdout;
+    let decrypted = gpg_decrypt_pgp_mime(&trusted_home, &delivered[0], &armored);
     assert!(String::from_utf8_lossy(&decrypted).contains(CANARY));
     let by_learnt = std::process::Command::new("gpg")
         .arg("--homedir")

@@ -232,12 +232,7 @@ Content-Type: text/plain; charset=utf-8\r\n\r\nThe code is 1234.\r\n"
     // A space never occurs in base64 armour, so this probe cannot match it by chance.
     assert!(!String::from_utf8_lossy(&encrypted).contains("code is 1234"));
     let armored = root.path().join("part.asc");
-    std::fs::write(
-        &armored,
-        letterlock_smtp::encryption::armored_part(&encrypted).expect("armoured part"),
-    )
-    .expect("write");
-    let decrypted = gpg(&dave, &["--decrypt", armored.to_str().expect("utf-8")]).stdout;
+    let decrypted = gpg_decrypt_pgp_mime(&dave, &encrypted, &armored);
     assert_eq!(String::from_utf8_lossy(&decrypted), message);
 }
 

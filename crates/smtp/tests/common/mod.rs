@@ -356,6 +356,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The encrypted part of the PGP/MIME `message`, written to `armoured` and decrypted by gpg
+/// with the key ring in `home`.
+pub fn gpg_decrypt_pgp_mime(home: &Path, message: &[u8], armoured: &Path) -> Vec<u8> {
+    std::fs::write(
+        armoured,
+        letterlock_smtp::encryption::armored_part(message).expect("an armoured OpenPGP part"),
+    )
+    .expect("write");
+    gpg(home, &["--decrypt", armoured.to_str().expect("utf-8")]).stdout
+}
+
 /// Runs Debian's gpg on the key ring in `home`, non-interactively; panics on failure.
 pub fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
     let output = std::process::Command::new("gpg")
