@@ -154,23 +154,25 @@ impl SpamFilter {
     ) -> Assessment {
         let cached = self.cached();
         // One recipient account: its own model counts too (see `bayes`).
-        let user_model = match recipients {
+        let account = match recipients {
             [only] => self
                 .store
                 .resolve_recipient(only)
                 .ok()
                 .and_then(|accounts| match accounts.as_slice() {
-                    [account] => self.user_model(account),
+                    [account] => Some(account.clone()),
                     _ => None,
                 }),
             _ => None,
         };
+        let user_model = account
+            .as_ref()
+            .and_then(|account| self.user_model(account));
         let spam = bayes::score(message, &cached.global, user_model.as_deref());
         let known_correspondent = auth.dmarc_aligned
-            && match recipients {
-                [only] => self.is_known_correspondent(only, message),
-                _ => false,
-            };
+            && account
+                .as_ref()
+                .is_some_and(|account| self.is_known_correspondent(account, message));
         let findings = phishing::check(
             message,
             &phishing::Context {
@@ -226,16 +228,10 @@ impl SpamFilter {
 }
 
 impl SpamFilter {
-    /// Whether the From: address of `message` is a known correspondent of the account
-    /// `recipient` delivers to (its own history; see `letterlock_filter::reputation`).
-    fn is_known_correspondent(&self, recipient: &EmailAddress, message: &[u8]) -> bool {
+    /// Whether the From: address of `message` is a known correspondent of `account` (its own
+    /// history; see `letterlock_filter::reputation`).
+    fn is_known_correspondent(&self, account: &EmailAddress, message: &[u8]) -> bool {
         let Some(from) = reputation::from_address(message) else {
-            return false;
-        };
-        let Ok(accounts) = self.store.resolve_recipient(recipient) else {
-            return false;
-        };
-        let [account] = accounts.as_slice() else {
             return false;
         };
         self.store

@@ -74,28 +74,28 @@ pub fn autocrypt_key(message: &[u8], from: &EmailAddress) -> Option<Vec<u8>> {
         .then_some(key)
 }
 
+/// The `protocol` of a PGP/MIME signed message (RFC 3156 section 5).
+const PGP_SIGNATURE_PROTOCOL: &str = "application/pgp-signature";
+
+/// The `protocol` of an S/MIME signed message (RFC 8551 section 3.5.3), and its older name.
+fn is_smime_protocol(protocol: &str) -> bool {
+    protocol == "application/pkcs7-signature" || protocol == "application/x-pkcs7-signature"
+}
+
 /// The signed part and the signature of a PGP/MIME signed message, if it is one.
 pub fn pgp_mime_parts(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let (protocol, signed, signature) = multipart_signed(message)?;
-    (protocol == "application/pgp-signature").then_some((signed, signature))
+    (protocol == PGP_SIGNATURE_PROTOCOL).then_some((signed, signature))
 }
 
-/// The signed part and the signature (DER, decoded from base64) of an S/MIME signed message
-/// (RFC 8551 section 3.5.3), if it is one.
-pub fn smime_parts(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let (protocol, signed, signature) = multipart_signed(message)?;
-    if protocol != "application/pkcs7-signature" && protocol != "application/x-pkcs7-signature" {
-        return None;
-    }
+/// A base64 part body (line breaks and all) decoded.
+fn base64_body(body: Vec<u8>) -> Option<Vec<u8>> {
     use base64::Engine as _;
-    let text: Vec<u8> = signature
+    let text: Vec<u8> = body
         .into_iter()
         .filter(|byte| !byte.is_ascii_whitespace())
         .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()?;
-    Some((signed, der))
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// A `multipart/signed` message (RFC 1847): its protocol (lowercase), the first part exactly
@@ -163,14 +163,16 @@ pub fn inline_signed_block(message: &[u8]) -> Option<(String, bool)> {
 
 /// The result header value for a message, or `None` when it is not signed.
 pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> Option<String> {
-    if let Some((signed, signature)) = smime_parts(message) {
-        return Some(smime_result(&signature, &signed, from));
-    }
-    let signed = pgp_mime_parts(message);
-    let inline = if signed.is_none() {
-        Some(inline_signed_block(message)?)
-    } else {
-        None
+    // One parse of a multipart/signed message decides between S/MIME and PGP/MIME.
+    let (signed, inline) = match multipart_signed(message) {
+        Some((protocol, signed, signature)) if is_smime_protocol(&protocol) => {
+            let signature = base64_body(signature)?;
+            return Some(smime_result(&signature, &signed, from));
+        }
+        Some((protocol, signed, signature)) if protocol == PGP_SIGNATURE_PROTOCOL => {
+            (Some((signed, signature)), None)
+        }
+        _ => (None, Some(inline_signed_block(message)?)),
     };
     let mut keys = Vec::new();
     if let Some(from) = from {
