@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::https::{self, Fetched, HttpsSettings};
 use crate::resolver::{DnsError, Resolver};
+use crate::sealed::{keyed_index, open_json, seal_json};
 use crate::store::Queue;
 
 pub const MTA_STS_POLICIES: Table = Table::new("mta_sts_policies");
@@ -231,34 +232,19 @@ pub async fn policy_for(
     policy.filter(|policy| policy.mode != Mode::None)
 }
 
-fn index_key(queue: &Queue, domain: &Domain) -> Vec<u8> {
-    queue
-        .key()
-        .derive(INDEX_PURPOSE)
-        .derive(domain.as_str().as_bytes())
-        .expose()[..16]
-        .to_vec()
-}
-
-fn context(domain: &Domain) -> Vec<u8> {
-    let mut context = POLICY_CONTEXT.to_vec();
-    context.extend_from_slice(domain.as_str().as_bytes());
-    context
-}
-
 /// The cached policy of `domain`; a record that does not open is treated as absent.
 pub fn load(queue: &Queue, domain: &Domain) -> Option<Policy> {
+    let index = keyed_index(queue, INDEX_PURPOSE, domain.as_str());
     let tx = queue.engine().begin_read().ok()?;
-    let sealed = tx.get(MTA_STS_POLICIES, &index_key(queue, domain)).ok()??;
-    let plain = queue.key().open(&context(domain), &sealed).ok()?;
-    postcard::from_bytes(&plain).ok()
+    let sealed = tx.get(MTA_STS_POLICIES, &index).ok()??;
+    open_json(queue, POLICY_CONTEXT, &index, &sealed).ok()
 }
 
 pub fn save(queue: &Queue, domain: &Domain, policy: &Policy) -> crate::error::Result<()> {
-    let plain = postcard::to_stdvec(policy)?;
-    let sealed = queue.key().seal(&context(domain), &plain);
+    let index = keyed_index(queue, INDEX_PURPOSE, domain.as_str());
+    let sealed = seal_json(queue, POLICY_CONTEXT, &index, policy)?;
     let mut tx = queue.engine().begin_write()?;
-    tx.put(MTA_STS_POLICIES, &index_key(queue, domain), &sealed)?;
+    tx.put(MTA_STS_POLICIES, &index, &sealed)?;
     tx.commit()?;
     Ok(())
 }

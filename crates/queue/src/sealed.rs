@@ -1,6 +1,7 @@
-//! Records of the queue's side tables (DMARC and TLS reports), sealed under the queue key as
-//! JSON, stored under a keyed hash of the domain they concern: the tables show neither the
-//! domains the server exchanges mail with nor what it learnt about them.
+//! Records of the queue's side tables (the MTA-STS policy cache, DMARC and TLS reports), sealed
+//! under the queue key as JSON, stored under a keyed hash of the domain they concern: the
+//! tables show neither the domains the server exchanges mail with nor what it learnt about
+//! them.
 
 use serde::{Deserialize, Serialize};
 
