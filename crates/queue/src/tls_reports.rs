@@ -71,19 +71,17 @@ struct DomainResults {
 }
 
 impl DomainResults {
-    fn add(&mut self, policy: &PolicyUsed, result: &SessionResult) {
+    /// The entry of this policy (its type and text), made when new.
+    fn entry(&mut self, details: &PolicyDetails) -> &mut Policy {
         let found = self.policies.iter().position(|known| {
-            known.policy.policy_type == policy.policy_type
-                && known.policy.policy_string == policy.policy_string
+            known.policy.policy_type == details.policy_type
+                && known.policy.policy_string == details.policy_string
         });
         let index = match found {
             Some(index) => index,
             None => {
-                let mut details = PolicyDetails::new(policy.policy_type, self.domain.clone());
-                details.policy_string = policy.policy_string.clone();
-                details.mx_host = policy.mx_host.clone();
                 self.policies.push(Policy {
-                    policy: details,
+                    policy: details.clone(),
                     summary: Summary {
                         total_success: 0,
                         total_failure: 0,
@@ -93,7 +91,14 @@ impl DomainResults {
                 self.policies.len() - 1
             }
         };
-        let entry = &mut self.policies[index];
+        &mut self.policies[index]
+    }
+
+    fn add(&mut self, policy: &PolicyUsed, result: &SessionResult) {
+        let mut details = PolicyDetails::new(policy.policy_type, self.domain.clone());
+        details.policy_string = policy.policy_string.clone();
+        details.mx_host = policy.mx_host.clone();
+        let entry = self.entry(&details);
         match result {
             SessionResult::Success => {
                 entry.summary.total_success = entry.summary.total_success.saturating_add(1)
@@ -105,17 +110,9 @@ impl DomainResults {
                 detail,
             } => {
                 entry.summary.total_failure = entry.summary.total_failure.saturating_add(1);
-                let rows = entry.failure_details.len();
-                let row = entry.failure_details.iter_mut().find(|row| {
-                    row.result_type == *result_type
-                        && row.receiving_mx_hostname.as_deref() == Some(mx.as_str())
-                        && row.receiving_ip == Some(*ip)
-                });
-                match row {
-                    Some(row) => {
-                        row.failed_session_count = row.failed_session_count.saturating_add(1)
-                    }
-                    None if rows < FAILURE_ROWS_MAX => entry.failure_details.push(FailureDetails {
+                add_failure(
+                    entry,
+                    FailureDetails {
                         result_type: *result_type,
                         sending_mta_ip: None,
                         receiving_mx_hostname: Some(mx.clone()),
@@ -124,38 +121,47 @@ impl DomainResults {
                         failed_session_count: 1,
                         additional_information: Some(detail.chars().take(200).collect()),
                         failure_reason_code: None,
-                    }),
-                    None => {}
-                }
+                    },
+                );
             }
         }
     }
 
     fn merge(&mut self, other: DomainResults) {
         for policy in other.policies {
-            let known = self.policies.iter_mut().find(|known| {
-                known.policy.policy_type == policy.policy.policy_type
-                    && known.policy.policy_string == policy.policy.policy_string
-            });
-            match known {
-                Some(known) => {
-                    known.summary.total_success = known
-                        .summary
-                        .total_success
-                        .saturating_add(policy.summary.total_success);
-                    known.summary.total_failure = known
-                        .summary
-                        .total_failure
-                        .saturating_add(policy.summary.total_failure);
-                    for row in policy.failure_details {
-                        if known.failure_details.len() < FAILURE_ROWS_MAX {
-                            known.failure_details.push(row);
-                        }
-                    }
-                }
-                None => self.policies.push(policy),
+            let entry = self.entry(&policy.policy);
+            entry.summary.total_success = entry
+                .summary
+                .total_success
+                .saturating_add(policy.summary.total_success);
+            entry.summary.total_failure = entry
+                .summary
+                .total_failure
+                .saturating_add(policy.summary.total_failure);
+            for row in policy.failure_details {
+                add_failure(entry, row);
             }
         }
+    }
+}
+
+/// Count `row` on the policy's row of the same type, MX host and address, or add it while
+/// there is room.
+fn add_failure(entry: &mut Policy, row: FailureDetails) {
+    let rows = entry.failure_details.len();
+    let same = entry.failure_details.iter_mut().find(|known| {
+        known.result_type == row.result_type
+            && known.receiving_mx_hostname == row.receiving_mx_hostname
+            && known.receiving_ip == row.receiving_ip
+    });
+    match same {
+        Some(known) => {
+            known.failed_session_count = known
+                .failed_session_count
+                .saturating_add(row.failed_session_count)
+        }
+        None if rows < FAILURE_ROWS_MAX => entry.failure_details.push(row),
+        None => {}
     }
 }
 
@@ -383,4 +389,44 @@ fn build(
         )
         .map(String::into_bytes)
         .map_err(|error| crate::error::QueueError::Corrupted(format!("TLS report: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_written_at_two_checks_merge_into_one_row_per_failure() {
+        let policy = PolicyUsed {
+            policy_type: PolicyType::Sts,
+            policy_string: vec!["version: STSv1".into(), "mode: enforce".into()],
+            mx_host: vec!["mx.remote.test".into()],
+        };
+        let failure = SessionResult::Failure {
+            result_type: ResultType::CertificateNotTrusted,
+            mx: "mx.remote.test".into(),
+            ip: "192.0.2.1".parse().expect("ip"),
+            detail: "unknown issuer".into(),
+        };
+        let checked = || {
+            let mut results = DomainResults {
+                domain: "remote.test".into(),
+                first_unix: 0,
+                policies: Vec::new(),
+            };
+            results.add(&policy, &failure);
+            results.add(&policy, &SessionResult::Success);
+            results
+        };
+        let mut stored = checked();
+        stored.merge(checked());
+        assert_eq!(stored.policies.len(), 1);
+        let entry = &stored.policies[0];
+        assert_eq!(
+            (entry.summary.total_success, entry.summary.total_failure),
+            (2, 2)
+        );
+        assert_eq!(entry.failure_details.len(), 1, "one row, counted twice");
+        assert_eq!(entry.failure_details[0].failed_session_count, 2);
+    }
 }
