@@ -7,6 +7,12 @@ missing=()
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 #   gpg-wks-client: GnuPG's own computation of an address's WKD URL.
 [ -x /usr/lib/gnupg/gpg-wks-client ] || missing+=(gpg-wks-client)
+#   dirmngr: GnuPG's network client, which fetches keys by WKD for `gpg --locate-keys`.
+command -v dirmngr >/dev/null 2>&1 || missing+=(dirmngr)
+#   unshare, mount (util-linux, mount): a private mount namespace in which only that gpg sees
+#   the test CA as the system trust store and a loopback hosts mapping.
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v mount >/dev/null 2>&1 || missing+=(mount)
 #   curl: fetches over pop3s:// (and imaps://, smtp://) as a client nobody here wrote.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 #   python3: its poplib, imaplib and smtplib are the reference clients.
