@@ -358,8 +358,9 @@ pub enum SignatureCheck {
     /// Claims to be made by `fingerprint` (a key given) but does not verify: the content or
     /// the signature was changed.
     Invalid { fingerprint: String },
-    /// Made by a key not among those given.
-    UnknownKey,
+    /// Made by a key not among those given: `issuer` is the key the signature names (its
+    /// issuer fingerprint, else its 16-hex-digit key ID), if it names one.
+    UnknownKey { issuer: Option<String> },
     /// Not a signature this code can read.
     Malformed,
 }
@@ -371,7 +372,9 @@ pub fn verify_detached(signature: &[u8], content: &[u8], keys: &[PublicKey]) -> 
         return SignatureCheck::Malformed;
     };
     match signer_of(&signature.signature, keys) {
-        None => SignatureCheck::UnknownKey,
+        None => SignatureCheck::UnknownKey {
+            issuer: issuer_of(&signature.signature),
+        },
         Some((fingerprint, Signer::Primary(key))) => {
             verdict(signature.verify(key, content).is_ok(), fingerprint)
         }
@@ -393,7 +396,9 @@ pub fn verify_cleartext(block: &str, keys: &[PublicKey]) -> (SignatureCheck, Opt
         return (SignatureCheck::Malformed, text);
     };
     let check = match signer_of(signature, keys) {
-        None => SignatureCheck::UnknownKey,
+        None => SignatureCheck::UnknownKey {
+            issuer: issuer_of(signature),
+        },
         Some((fingerprint, Signer::Primary(key))) => {
             verdict(message.verify(key).is_ok(), fingerprint)
         }
@@ -417,6 +422,20 @@ fn verdict(verified: bool, fingerprint: String) -> SignatureCheck {
 enum Signer<'a> {
     Primary(&'a SignedPublicKey),
     Subkey(&'a pgp::composed::SignedPublicSubKey),
+}
+
+/// The key a signature names as its issuer: a fingerprint, else a key ID.
+fn issuer_of(signature: &pgp::packet::Signature) -> Option<String> {
+    signature
+        .issuer_fingerprint()
+        .first()
+        .map(|fingerprint| hex_upper(fingerprint.as_bytes()))
+        .or_else(|| {
+            signature
+                .issuer_key_id()
+                .first()
+                .map(|key_id| hex_upper(key_id.as_ref()))
+        })
 }
 
 fn signer_of<'a>(
@@ -592,7 +611,9 @@ mod tests {
         );
         assert_eq!(
             verify_detached(signature.as_bytes(), content, &[stranger.public_key()]),
-            SignatureCheck::UnknownKey
+            SignatureCheck::UnknownKey {
+                issuer: Some(signer.fingerprint())
+            }
         );
         assert_eq!(
             verify_detached(b"garbage", content, &keys),

@@ -1012,7 +1012,7 @@ impl SmtpServer {
                 // only when DMARC passed: a key later reported as "valid" must not be one a
                 // spoofed From: could plant.
                 let from = header_from_addresses(&body).into_iter().next();
-                let signature = crate::signatures::check(&body, from.as_ref(), &store);
+                let signature = crate::signatures::check(&body, from.as_ref(), &store, None);
                 // A DMARC aggregate report about one of our domains is kept for the operator
                 // (and delivered like any mail).
                 if let Some(reports) = &reports {
@@ -1035,12 +1035,13 @@ impl SmtpServer {
                         }
                     }
                 }
-                (assessment, signature, body)
+                (assessment, signature, body, from)
             })
             .await;
-            let Ok((assessment, signature, body)) = assessed else {
+            let Ok((assessment, signature, body, from)) = assessed else {
                 return Reply::new(451, "4.3.0", "temporary failure, try again later");
             };
+            let (signature, body) = self.signature_by_wkd(signature, from, body).await;
             if assessment.reject {
                 return Reply::new(
                     550,
@@ -1055,7 +1056,12 @@ impl SmtpServer {
             assessed_body.extend_from_slice(&assessment.headers);
             if let Some(signature) = signature {
                 assessed_body.extend_from_slice(
-                    format!("{}: {signature}\r\n", crate::signatures::SIGNATURE_HEADER).as_bytes(),
+                    format!(
+                        "{}: {}\r\n",
+                        crate::signatures::SIGNATURE_HEADER,
+                        signature.header
+                    )
+                    .as_bytes(),
                 );
             }
             assessed_body.extend_from_slice(&body);
@@ -1195,6 +1201,41 @@ impl SmtpServer {
             }
         }
         Reply::new(250, "2.0.0", format!("accepted as {transaction_id}"))
+    }
+
+    /// An OpenPGP signature no known key made is checked once more with the key the From:
+    /// domain publishes by WKD (cached by [`KeyDiscovery`]; bounded by its timeout), when key
+    /// discovery is on. The domain vouches for that key over HTTPS, as it does for outbound
+    /// encryption; a forged From: gains nothing, since the forger cannot sign with that key.
+    ///
+    /// [`KeyDiscovery`]: letterlock_queue::wkd::KeyDiscovery
+    async fn signature_by_wkd(
+        &self,
+        signature: Option<crate::signatures::Checked>,
+        from: Option<EmailAddress>,
+        body: Vec<u8>,
+    ) -> (Option<crate::signatures::Checked>, Vec<u8>) {
+        let (Some(checked), Some(from), Some(discovery)) =
+            (&signature, from, &self.settings.key_discovery)
+        else {
+            return (signature, body);
+        };
+        if !checked.unknown_key {
+            return (signature, body);
+        }
+        let Some(key) = discovery.key_for(&from).await else {
+            return (signature, body);
+        };
+        // The message stays here: a failed check must not lose it (rare path, one copy).
+        let (store, message) = (self.store.clone(), body.clone());
+        let rechecked = tokio::task::spawn_blocking(move || {
+            crate::signatures::check(&message, Some(&from), &store, Some(&key))
+        })
+        .await;
+        match rechecked {
+            Ok(Some(rechecked)) => (Some(rechecked), body),
+            _ => (signature, body),
+        }
     }
 
     /// Keep an inbound message's DMARC evaluation for the From: domain's aggregate report,

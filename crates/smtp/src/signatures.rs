@@ -2,8 +2,10 @@
 //! is learnt from an `Autocrypt:` header (Level 1; the session learns it only from mail whose
 //! From: domain passed DMARC), and a PGP/MIME signature (RFC 3156,
 //! `multipart/signed; protocol="application/pgp-signature"`) is checked against the keys known
-//! for the From: address — a local account's own key, or one learnt earlier. The result goes
-//! into `X-Letterlock-Signature`, which a sender cannot forge: copies from outside are removed.
+//! for the From: address — a local account's own key, or one learnt earlier, or else the key
+//! the From: domain publishes by WKD (looked up by the session only when no known key signed,
+//! see [`Checked::unknown_key`]). The result, naming the key's source, goes into
+//! `X-Letterlock-Signature`, which a sender cannot forge: copies from outside are removed.
 
 use letterlock_crypto::openpgp::{verify_cleartext, verify_detached, PublicKey, SignatureCheck};
 use letterlock_crypto::smime::SmimeCheck;
@@ -161,13 +163,37 @@ pub fn inline_signed_block(message: &[u8]) -> Option<(String, bool)> {
     Some((block, outside))
 }
 
-/// The result header value for a message, or `None` when it is not signed.
-pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> Option<String> {
+/// What [`check`] found on a signed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The `X-Letterlock-Signature` value.
+    pub header: String,
+    /// An OpenPGP signature by a key none of those given made: a key found elsewhere (WKD)
+    /// may still verify it.
+    pub unknown_key: bool,
+}
+
+/// Where a key a signature is checked against came from, as the result names it.
+const OWN_ACCOUNT: &str = "local-account";
+const AUTOCRYPT: &str = "autocrypt";
+pub const WKD: &str = "wkd";
+
+/// The signature result of a message, or `None` when it is not signed. `discovered` is a key
+/// for the From: address found by WKD, tried after the local and learnt ones.
+pub fn check(
+    message: &[u8],
+    from: Option<&EmailAddress>,
+    store: &MailStore,
+    discovered: Option<&[u8]>,
+) -> Option<Checked> {
     // One parse of a multipart/signed message decides between S/MIME and PGP/MIME.
     let (signed, inline) = match multipart_signed(message) {
         Some((protocol, signed, signature)) if is_smime_protocol(&protocol) => {
             let signature = base64_body(signature)?;
-            return Some(smime_result(&signature, &signed, from));
+            return Some(Checked {
+                header: smime_result(&signature, &signed, from),
+                unknown_key: false,
+            });
         }
         Some((protocol, signed, signature)) if protocol == PGP_SIGNATURE_PROTOCOL => {
             (Some((signed, signature)), None)
@@ -175,20 +201,26 @@ pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> 
         _ => (None, Some(inline_signed_block(message)?)),
     };
     let mut keys = Vec::new();
+    let mut sources = Vec::new();
     if let Some(from) = from {
-        // A local account's own key, then the key learnt for the address.
-        for key in [
-            store.public_key(from).ok(),
-            store.peer_key(from).ok().flatten(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Ok(key) = PublicKey::from_bytes(&key) {
+        // A local account's own key, then the key learnt for the address, then WKD's.
+        for (key, source) in [
+            (store.public_key(from).ok(), OWN_ACCOUNT),
+            (store.peer_key(from).ok().flatten(), AUTOCRYPT),
+            (discovered.map(<[u8]>::to_vec), WKD),
+        ] {
+            if let Some(key) = key.and_then(|key| PublicKey::from_bytes(&key).ok()) {
+                sources.push((key.fingerprint(), source));
                 keys.push(key);
             }
         }
     }
+    let source_of = |fingerprint: &str| {
+        sources
+            .iter()
+            .find(|(known, _)| known == fingerprint)
+            .map_or("", |(_, source)| source)
+    };
     let signer = from.map(ToString::to_string).unwrap_or_default();
     let (result, partial) = match (signed, inline) {
         (Some((signed, signature)), _) => (verify_detached(&signature, &signed, &keys), false),
@@ -201,15 +233,24 @@ pub fn check(message: &[u8], from: Option<&EmailAddress>, store: &MailStore) -> 
     } else {
         ""
     };
-    Some(match result {
+    let unknown_key = matches!(result, SignatureCheck::UnknownKey { .. });
+    let header = match result {
         SignatureCheck::Valid { fingerprint } => {
-            format!("valid; signer={signer}; key={fingerprint}{partial}")
+            let source = source_of(&fingerprint);
+            format!("valid; signer={signer}; key={fingerprint}; source={source}{partial}")
         }
         SignatureCheck::Invalid { fingerprint } => {
             format!("invalid (the message was changed after signing); key={fingerprint}")
         }
-        SignatureCheck::UnknownKey => "unknown-key (no key known for the sender)".to_string(),
+        SignatureCheck::UnknownKey { issuer } => match issuer {
+            Some(issuer) => format!("unknown-key (no key known for the sender); issuer={issuer}"),
+            None => "unknown-key (no key known for the sender)".to_string(),
+        },
         SignatureCheck::Malformed => "invalid (unreadable signature)".to_string(),
+    };
+    Some(Checked {
+        header,
+        unknown_key,
     })
 }
 

@@ -623,36 +623,14 @@ async fn signed_submissions_verify_with_gnupg_in_the_clear_and_inside_encryption
 /// Erin's secret key, decrypts it. Dan's domain has no key for him: his copy is clear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_found_by_wkd_encrypts_the_submission() {
-    use letterlock_queue::testing::{acceptor, HttpsServer, TestCa};
     let sender = test_store();
     let receiver = test_store_for("remote.test", &[DAN, ERIN]);
     let root = tempfile::tempdir().expect("tempdir");
     let erin_home = gpg_home_with_key(root.path(), ERIN);
     let erin_key = gpg(&erin_home, &["--export", ERIN]).stdout;
-    let ca = TestCa::new();
-    let (certificate, private_key) = ca.leaf("openpgpkey.remote.test");
-    let erin_path = format!(
-        "/.well-known/openpgpkey/remote.test/hu/{}?l=erin",
-        letterlock_crypto::wkd::local_part_hash("erin")
-    );
-    let wkd = HttpsServer::start(acceptor(vec![certificate], private_key), move |path| {
-        if path == erin_path {
-            (200, "application/octet-stream", erin_key.clone())
-        } else {
-            (404, "text/plain", Vec::new())
-        }
-    })
-    .await;
-    let resolver =
-        MapResolver::default().with_ip("openpgpkey.remote.test", "127.0.0.1".parse().expect("ip"));
+    let (wkd, discovery) = wkd_publishing("remote.test", "erin", erin_key).await;
     let mut settings = test_settings();
-    settings.key_discovery = Some(Arc::new(letterlock_queue::wkd::KeyDiscovery::new(
-        Arc::new(resolver),
-        letterlock_queue::https::HttpsSettings {
-            port: wkd.port,
-            roots: Arc::new(ca.roots()),
-        },
-    )));
+    settings.key_discovery = Some(discovery);
     let TwoServers {
         queue,
         sending,

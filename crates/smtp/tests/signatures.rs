@@ -1,6 +1,7 @@
 //! PGP/MIME signatures on inbound mail, checked against a key learnt from an earlier Autocrypt
 //! header, with messages signed by GnuPG (Debian's): verified, tampering shown, unknown keys
-//! named, and a forged result header from outside removed. And the other way: outbound
+//! named, keys published by the sender's domain by WKD used, and a forged result header from
+//! outside removed. And the other way: outbound
 //! PGP/MIME encryption that GnuPG decrypts.
 
 mod common;
@@ -181,9 +182,12 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
             .and_then(|message| signature_header(message))
     };
     assert_eq!(inbox.len(), 8, "{headers:?}");
-    assert!(
-        find("signed", 0).is_some_and(|value| value.starts_with("unknown-key")),
-        "{headers:?}"
+    assert_eq!(
+        find("signed", 0),
+        Some(format!(
+            "unknown-key (no key known for the sender); issuer={dave_fingerprint}"
+        )),
+        "the unknown key is named: {headers:?}"
     );
     assert_eq!(
         find("hi", 0),
@@ -192,7 +196,9 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
     );
     assert_eq!(
         find("signed", 1),
-        Some(format!("valid; signer={DAVE}; key={dave_fingerprint}")),
+        Some(format!(
+            "valid; signer={DAVE}; key={dave_fingerprint}; source=autocrypt"
+        )),
         "{headers:?}"
     );
     assert!(
@@ -287,7 +293,7 @@ async fn gpg_clearsigned_mail_is_verified_inline() {
     let verdict = |subject: &str| verdict_of(&store, subject);
     assert_eq!(
         verdict("clear"),
-        format!("valid; signer={DAVE}; key={dave_fingerprint}")
+        format!("valid; signer={DAVE}; key={dave_fingerprint}; source=autocrypt")
     );
     assert!(
         verdict("changed").starts_with("invalid"),
@@ -454,5 +460,61 @@ async fn openssl_smime_signatures_are_verified_with_their_chain() {
             .starts_with("invalid (the certificate names mallory@elsewhere.example"),
         "{}",
         verdict("smime-foreign")
+    );
+}
+
+/// Dave's key was never learnt, but outside.example publishes it by WKD (served over HTTPS
+/// under a test CA): his signed mail is reported valid with the key's source, the lookup is
+/// made once (cached) and only for signed mail, and Mallory's signature under Dave's name stays
+/// unknown although WKD answers for Dave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_published_by_wkd_verifies_inbound_signatures() {
+    use std::sync::atomic::Ordering;
+    let store = test_store();
+    let root = tempfile::tempdir().expect("tempdir");
+    let dave = new_home(root.path(), "dave", &format!("Dave <{DAVE}>"));
+    let dave_fingerprint = fingerprint(&dave);
+    let dave_key = gpg(&dave, &["--export", DAVE]).stdout;
+    let (wkd, discovery) = wkd_publishing("outside.example", "dave", dave_key).await;
+    let mut settings = test_settings();
+    settings.key_discovery = Some(discovery);
+    let server = smtp_server(&store.store, settings);
+
+    let plain = format!("From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: plain\r\n\r\nHi.\r\n");
+    converse(&server, Mode::Inbound, &session(plain.as_bytes())).await;
+    assert_eq!(
+        wkd.requests.load(Ordering::SeqCst),
+        0,
+        "unsigned mail asks nobody"
+    );
+
+    let part = b"Content-Type: text/plain; charset=utf-8\r\n\r\nSigned, key on WKD.";
+    let signed = signed_message(root.path(), &dave, part);
+    converse(&server, Mode::Inbound, &session(&signed)).await;
+    converse(&server, Mode::Inbound, &session(&signed)).await;
+    let expected = format!("valid; signer={DAVE}; key={dave_fingerprint}; source=wkd");
+    let verdicts: Vec<Option<String>> = inbox(&store.store, ALICE)
+        .iter()
+        .map(|message| signature_header(message))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [None, Some(expected.clone()), Some(expected)],
+        "both copies verified"
+    );
+    assert_eq!(wkd.requests.load(Ordering::SeqCst), 1, "the key was cached");
+
+    let mallory = new_home(root.path(), "mallory", &format!("Dave <{DAVE}>"));
+    let by_mallory = signed_message(root.path(), &mallory, part);
+    converse(&server, Mode::Inbound, &session(&by_mallory)).await;
+    let last = inbox(&store.store, ALICE)
+        .last()
+        .and_then(|message| signature_header(message));
+    assert_eq!(
+        last,
+        Some(format!(
+            "unknown-key (no key known for the sender); issuer={}",
+            fingerprint(&mallory)
+        ))
     );
 }

@@ -419,3 +419,41 @@ pub fn gpg_home_with_key(root: &Path, user: &str) -> PathBuf {
     );
     home
 }
+
+/// A WKD server (the advanced method, HTTPS under a test CA) for `domain` that publishes `key`
+/// for `local_part` and answers 404 for anyone else, and the key discovery that finds it.
+pub async fn wkd_publishing(
+    domain: &str,
+    local_part: &str,
+    key: Vec<u8>,
+) -> (
+    letterlock_queue::testing::HttpsServer,
+    Arc<letterlock_queue::wkd::KeyDiscovery>,
+) {
+    use letterlock_queue::testing::{acceptor, HttpsServer, TestCa};
+    let ca = TestCa::new();
+    let host = format!("openpgpkey.{domain}");
+    let (certificate, private_key) = ca.leaf(&host);
+    let published = format!(
+        "/.well-known/openpgpkey/{domain}/hu/{}?l={local_part}",
+        letterlock_crypto::wkd::local_part_hash(local_part)
+    );
+    let server = HttpsServer::start(acceptor(vec![certificate], private_key), move |path| {
+        if path == published {
+            (200, "application/octet-stream", key.clone())
+        } else {
+            (404, "text/plain", Vec::new())
+        }
+    })
+    .await;
+    let resolver =
+        letterlock_queue::MapResolver::default().with_ip(&host, "127.0.0.1".parse().expect("ip"));
+    let discovery = letterlock_queue::wkd::KeyDiscovery::new(
+        Arc::new(resolver),
+        letterlock_queue::https::HttpsSettings {
+            port: server.port,
+            roots: Arc::new(ca.roots()),
+        },
+    );
+    (server, Arc::new(discovery))
+}
