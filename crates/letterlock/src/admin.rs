@@ -269,8 +269,11 @@ pub fn domain(
     Ok(())
 }
 
+/// `trusted_senders` keeps, under the spool key, the copy of each trusted contact key that
+/// inbound signature checks read while the account is locked.
 pub fn user(
     store: &MailStore,
+    trusted_senders: &letterlock_queue::TrustedSenderKeys,
     command: UserCommand,
     input: &mut dyn Prompter,
     out: &mut dyn Write,
@@ -370,6 +373,7 @@ pub fn user(
                 bail!("removing {address} deletes all its mail; run again with --yes to confirm");
             }
             store.remove_user(&address)?;
+            trusted_senders.forget_account(&address)?;
             writeln!(out, "removed user {address} and all its mail")?;
         }
         UserCommand::Settings {
@@ -458,6 +462,10 @@ pub fn user(
                     let bytes = std::fs::read(&file)
                         .with_context(|| format!("cannot read key file {}", file.display()))?;
                     let fingerprint = unlocked.trust_key(&contact, &bytes)?;
+                    let trusted = unlocked.trusted_key(&contact)?.ok_or_else(|| {
+                        anyhow!("the key trusted for {contact} cannot be read back")
+                    })?;
+                    trusted_senders.remember(&account, &contact, &trusted)?;
                     writeln!(out, "{account} trusts {fingerprint} for {contact}")?;
                 }
                 ContactKeyCommand::List { .. } => {
@@ -467,7 +475,8 @@ pub fn user(
                 }
                 ContactKeyCommand::Remove { contact, .. } => {
                     let contact = parse_address(&contact)?;
-                    if !unlocked.distrust_key(&contact)? {
+                    let forgotten = trusted_senders.forget(&account, &contact)?;
+                    if !unlocked.distrust_key(&contact)? && !forgotten {
                         bail!("{account} has no trusted key for {contact}");
                     }
                     writeln!(out, "{account} no longer trusts a key for {contact}")?;

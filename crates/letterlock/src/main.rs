@@ -308,7 +308,13 @@ fn run_admin(
         Command::Queue(command) => queue_command(&services.queue, command, out),
         Command::Dmarc(command) => dmarc_command(&services.queue, command, out),
         Command::Domain(command) => admin::domain(store, &services.dkim, command, out),
-        Command::User(command) => admin::user(store, command, input, out),
+        Command::User(command) => admin::user(
+            store,
+            &letterlock_queue::TrustedSenderKeys::new(services.queue.clone()),
+            command,
+            input,
+            out,
+        ),
         Command::Alias(command) => admin::alias(store, command, out),
         Command::Export { address, out: dir } => admin::export(store, &address, &dir, input, out),
         Command::Serve | Command::Deliver { .. } => {

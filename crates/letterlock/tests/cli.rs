@@ -497,19 +497,29 @@ fn contact_keys_are_added_listed_and_removed_with_the_account_password() {
     let file = env.root.path().join("carol.asc");
     std::fs::write(&file, key.to_armored().expect("armour")).expect("write");
     let file = file.to_str().expect("utf-8");
-    let added = env.ok(
-        &[
+    let add = |contact: &'static str| {
+        [
             "user",
             "contact-key",
             "add",
             "alice@example.org",
-            "carol@remote.test",
+            contact,
             "--file",
             file,
-        ],
-        &format!("{PASSWORD}\n"),
-    );
+        ]
+    };
+    let added = env.ok(&add("carol@remote.test"), &format!("{PASSWORD}\n"));
     assert!(added.contains(&key.fingerprint()), "{added}");
+    // The copy inbound signature checks read while Alice is away, under the spool key.
+    let kept = env
+        .trusted_sender_key("alice@example.org", "carol@remote.test")
+        .expect("kept for delivery");
+    assert_eq!(
+        letterlock_crypto::openpgp::PublicKey::from_bytes(&kept)
+            .expect("key")
+            .fingerprint(),
+        key.fingerprint()
+    );
     assert_eq!(
         env.ok(
             &["user", "contact-key", "list", "alice@example.org"],
@@ -517,18 +527,7 @@ fn contact_keys_are_added_listed_and_removed_with_the_account_password() {
         ),
         format!("carol@remote.test\t{}\n", key.fingerprint())
     );
-    let (_, error) = env.fails(
-        &[
-            "user",
-            "contact-key",
-            "add",
-            "alice@example.org",
-            "dan@remote.test",
-            "--file",
-            file,
-        ],
-        &format!("{PASSWORD}\n"),
-    );
+    let (_, error) = env.fails(&add("dan@remote.test"), &format!("{PASSWORD}\n"));
     assert!(error.contains("do not name dan@remote.test"), "{error}");
     let (_, error) = env.fails(
         &["user", "contact-key", "list", "alice@example.org"],
@@ -545,6 +544,10 @@ fn contact_keys_are_added_listed_and_removed_with_the_account_password() {
         ],
         &format!("{PASSWORD}\n"),
     );
+    assert_eq!(
+        env.trusted_sender_key("alice@example.org", "carol@remote.test"),
+        None
+    );
     let (_, error) = env.fails(
         &[
             "user",
@@ -556,6 +559,16 @@ fn contact_keys_are_added_listed_and_removed_with_the_account_password() {
         &format!("{PASSWORD}\n"),
     );
     assert!(error.contains("no trusted key"), "{error}");
+    // Removing the account removes its copies too.
+    env.ok(&add("carol@remote.test"), &format!("{PASSWORD}\n"));
+    assert!(env
+        .trusted_sender_key("alice@example.org", "carol@remote.test")
+        .is_some());
+    env.ok(&["user", "remove", "alice@example.org", "--yes"], "");
+    assert_eq!(
+        env.trusted_sender_key("alice@example.org", "carol@remote.test"),
+        None
+    );
 }
 
 #[test]

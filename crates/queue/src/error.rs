@@ -26,6 +26,8 @@ pub enum QueueError {
     TooManyRecipients { count: usize, limit: usize },
     #[error("no recipients")]
     NoRecipients,
+    #[error("an account may trust keys for at most {limit} correspondents")]
+    TooManyTrustedKeys { limit: usize },
     #[error("DKIM: {0}")]
     Dkim(String),
     #[error("bounce could not be delivered: {0}")]

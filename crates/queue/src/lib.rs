@@ -26,6 +26,8 @@
 //! ORCPT; delay once after [`runner::DELAY_REPORT_AFTER_SECS`]), RET=FULL returns the whole
 //! message with a failure report, ENVID is echoed.
 //!
+//! - `trusted_senders`: the keys users trust for correspondents, in a copy sealed under the
+//!   spool key that inbound signature checks read at delivery.
 //! - `tls_reports`: TLS-RPT (RFC 8460): per-domain TLS results counted during delivery and a
 //!   daily report to the domain's rua (mailed, or posted over HTTPS).
 
@@ -47,6 +49,7 @@ pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls_reports;
+pub mod trusted_senders;
 pub mod wkd;
 
 pub use dkim::{DkimKeys, DomainSigner, TxtRecord};
@@ -59,6 +62,7 @@ pub use store::{
     DsnRequest, EntryStatus, Envelope, Notify, Queue, QueueId, QueueSettings, RecipientRequest,
     RecipientState,
 };
+pub use trusted_senders::TrustedSenderKeys;
 
 /// What the SMTP submission path needs to send mail out: the queue, the DKIM keys of the local
 /// domains, and the runner's wake-up (so a submitted message leaves at once, not at the next

@@ -959,6 +959,7 @@ impl SmtpServer {
         }
         // Inbound mail is authenticated, then assessed for spam and phishing, while it is
         // plaintext in memory.
+        let mut local_variants: Vec<(Vec<EmailAddress>, Vec<u8>)> = Vec::new();
         let (body, filing) = if state.mode == Mode::Inbound {
             // Checked on the message as it came (a removed header could be a signed one).
             let verdict = match &self.settings.sender_authentication {
@@ -1041,7 +1042,15 @@ impl SmtpServer {
             let Ok((assessment, signature, body, from)) = assessed else {
                 return Reply::new(451, "4.3.0", "temporary failure, try again later");
             };
-            let (signature, body) = self.signature_by_wkd(signature, from, body).await;
+            let (signature, body) = self.signature_by_wkd(signature, from.as_ref(), body).await;
+            let signature_variants = self
+                .trusted_signature_variants(
+                    &transaction.recipients,
+                    signature.as_ref(),
+                    from.as_ref(),
+                    &body,
+                )
+                .await;
             if assessment.reject {
                 return Reply::new(
                     550,
@@ -1049,22 +1058,29 @@ impl SmtpServer {
                     format!("message refused as spam (score {:.3})", assessment.score),
                 );
             }
-            let mut assessed_body = verdict
+            let mut headers = verdict
                 .as_ref()
                 .map(|verdict| verdict.header.clone().into_bytes())
                 .unwrap_or_default();
-            assessed_body.extend_from_slice(&assessment.headers);
-            if let Some(signature) = signature {
-                assessed_body.extend_from_slice(
-                    format!(
-                        "{}: {}\r\n",
-                        crate::signatures::SIGNATURE_HEADER,
-                        signature.header
-                    )
-                    .as_bytes(),
-                );
-            }
-            assessed_body.extend_from_slice(&body);
+            headers.extend_from_slice(&assessment.headers);
+            let assessed = |signature: Option<&str>| {
+                let mut assessed = headers.clone();
+                if let Some(signature) = signature {
+                    assessed.extend_from_slice(
+                        format!("{}: {signature}\r\n", crate::signatures::SIGNATURE_HEADER)
+                            .as_bytes(),
+                    );
+                }
+                assessed.extend_from_slice(&body);
+                assessed
+            };
+            // Recipients whose own trusted key for the sender gave another result get their
+            // own copy (see `trusted_signature_variants`).
+            local_variants = signature_variants
+                .into_iter()
+                .map(|(recipients, signature)| (recipients, assessed(Some(&signature))))
+                .collect();
+            let assessed_body = assessed(signature.as_ref().map(|checked| checked.header.as_str()));
             let quarantined = verdict
                 .as_ref()
                 .is_some_and(|verdict| verdict.disposition == DmarcDisposition::Quarantine);
@@ -1134,21 +1150,29 @@ impl SmtpServer {
                 ([only], true) => Some(only),
                 _ => None,
             };
-            let message = match self
-                .outgoing_message(state, &transaction_id, &transaction.sender, single, &body)
-                .await
-            {
-                Ok(message) => message,
-                Err(reply) => return reply,
-            };
             let delivered = transaction.recipients.clone();
-            match self
-                .batcher
-                .deliver(transaction.recipients.clone(), message, filing)
-                .await
-            {
-                Ok(_) => {}
-                Err(error) => return delivery_error_reply(&error),
+            // One copy for all, or one per signature result when recipients' own trusted keys
+            // decide it differently; a failure after an earlier copy was stored answers with
+            // the error, so a retry may duplicate that copy, never lose one.
+            let copies_here: Vec<(Vec<EmailAddress>, &[u8])> = if local_variants.is_empty() {
+                vec![(transaction.recipients.clone(), &body)]
+            } else {
+                local_variants
+                    .iter()
+                    .map(|(accounts, variant)| (accounts.clone(), variant.as_slice()))
+                    .collect()
+            };
+            for (recipients, copy) in copies_here {
+                let message = match self
+                    .outgoing_message(state, &transaction_id, &transaction.sender, single, copy)
+                    .await
+                {
+                    Ok(message) => message,
+                    Err(reply) => return reply,
+                };
+                if let Err(error) = self.batcher.deliver(recipients, message, filing).await {
+                    return delivery_error_reply(&error);
+                }
             }
             self.report_local_success(state, &transaction, delivered, &body)
                 .await;
@@ -1212,7 +1236,7 @@ impl SmtpServer {
     async fn signature_by_wkd(
         &self,
         signature: Option<crate::signatures::Checked>,
-        from: Option<EmailAddress>,
+        from: Option<&EmailAddress>,
         body: Vec<u8>,
     ) -> (Option<crate::signatures::Checked>, Vec<u8>) {
         let (Some(checked), Some(from), Some(discovery)) =
@@ -1223,19 +1247,101 @@ impl SmtpServer {
         if !checked.unknown_key {
             return (signature, body);
         }
-        let Some(key) = discovery.key_for(&from).await else {
+        let Some(key) = discovery.key_for(from).await else {
             return (signature, body);
         };
         // The message stays here: a failed check must not lose it (rare path, one copy).
-        let (store, message) = (self.store.clone(), body.clone());
+        let (store, message, from) = (self.store.clone(), body.clone(), from.clone());
         let rechecked = tokio::task::spawn_blocking(move || {
-            crate::signatures::check(&message, Some(&from), &store, Some(&key))
+            crate::signatures::check(
+                &message,
+                Some(&from),
+                &store,
+                Some((&key, crate::signatures::WKD)),
+            )
         })
         .await;
         match rechecked {
             Ok(Some(rechecked)) => (Some(rechecked), body),
             _ => (signature, body),
         }
+    }
+
+    /// When a key some recipient account trusts for the sender (`letterlock user contact-key
+    /// add`, kept for delivery in [`TrustedSenderKeys`]) decides the signature differently from
+    /// `common`: every recipient account, grouped by its result (the others with `common`).
+    /// Empty when nobody's does, the usual case (the message is unsigned, or no recipient
+    /// trusts a key for its From: address), and delivery goes to the recipients as given. A
+    /// trusted key is tried before every other, so its result names `source=trusted-contact`.
+    ///
+    /// [`TrustedSenderKeys`]: letterlock_queue::TrustedSenderKeys
+    async fn trusted_signature_variants(
+        &self,
+        recipients: &[EmailAddress],
+        common: Option<&crate::signatures::Checked>,
+        from: Option<&EmailAddress>,
+        body: &[u8],
+    ) -> Vec<(Vec<EmailAddress>, String)> {
+        let (Some(common), Some(from), Some(outbound)) = (common, from, &self.outbound) else {
+            return Vec::new();
+        };
+        let trusted = letterlock_queue::TrustedSenderKeys::new(outbound.queue.clone());
+        let (store, recipients, from, common) = (
+            self.store.clone(),
+            recipients.to_vec(),
+            from.clone(),
+            common.header.clone(),
+        );
+        // Read only here, and only for signed mail: one copy of the message for the task.
+        let message = body.to_vec();
+        let grouped = tokio::task::spawn_blocking(move || {
+            let mut groups: Vec<(Vec<EmailAddress>, String)> = Vec::new();
+            // Accounts that get the common result (and recipients that no longer resolve,
+            // so their delivery fails as it would have).
+            let mut rest = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for recipient in &recipients {
+                let Ok(accounts) = store.resolve_recipient(recipient) else {
+                    rest.push(recipient.clone());
+                    continue;
+                };
+                for account in accounts {
+                    if !seen.insert(account.to_string()) {
+                        continue;
+                    }
+                    let Ok(Some(key)) = trusted.key(&account, &from) else {
+                        rest.push(account);
+                        continue;
+                    };
+                    let Some(checked) = crate::signatures::check(
+                        &message,
+                        Some(&from),
+                        &store,
+                        Some((&key, crate::signatures::TRUSTED_CONTACT)),
+                    ) else {
+                        rest.push(account);
+                        continue;
+                    };
+                    if checked.unknown_key || checked.header == common {
+                        rest.push(account);
+                        continue;
+                    }
+                    match groups
+                        .iter_mut()
+                        .find(|(_, header)| *header == checked.header)
+                    {
+                        Some((accounts, _)) => accounts.push(account),
+                        None => groups.push((vec![account], checked.header)),
+                    }
+                }
+            }
+            if !groups.is_empty() && !rest.is_empty() {
+                groups.push((rest, common));
+            }
+            groups
+        })
+        .await;
+        grouped.unwrap_or_default()
     }
 
     /// Keep an inbound message's DMARC evaluation for the From: domain's aggregate report,

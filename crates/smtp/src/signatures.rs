@@ -177,14 +177,16 @@ pub struct Checked {
 const OWN_ACCOUNT: &str = "local-account";
 const AUTOCRYPT: &str = "autocrypt";
 pub const WKD: &str = "wkd";
+/// A key the recipient trusts for the sender (their own contact key).
+pub const TRUSTED_CONTACT: &str = "trusted-contact";
 
-/// The signature result of a message, or `None` when it is not signed. `discovered` is a key
-/// for the From: address found by WKD, tried after the local and learnt ones.
+/// The signature result of a message, or `None` when it is not signed. `extra` is one more key
+/// for the From: address and its source ([`WKD`], [`TRUSTED_CONTACT`]), tried first.
 pub fn check(
     message: &[u8],
     from: Option<&EmailAddress>,
     store: &MailStore,
-    discovered: Option<&[u8]>,
+    extra: Option<(&[u8], &'static str)>,
 ) -> Option<Checked> {
     // One parse of a multipart/signed message decides between S/MIME and PGP/MIME.
     let (signed, inline) = match multipart_signed(message) {
@@ -203,11 +205,13 @@ pub fn check(
     let mut keys = Vec::new();
     let mut sources = Vec::new();
     if let Some(from) = from {
-        // A local account's own key, then the key learnt for the address, then WKD's.
+        // The extra key (a trusted one names its source before any other), a local account's
+        // own key, then the key learnt for the address.
+        let (extra, extra_source) = extra.map_or((None, ""), |(key, source)| (Some(key), source));
         for (key, source) in [
+            (extra.map(<[u8]>::to_vec), extra_source),
             (store.public_key(from).ok(), OWN_ACCOUNT),
             (store.peer_key(from).ok().flatten(), AUTOCRYPT),
-            (discovered.map(<[u8]>::to_vec), WKD),
         ] {
             if let Some(key) = key.and_then(|key| PublicKey::from_bytes(&key).ok()) {
                 sources.push((key.fingerprint(), source));

@@ -617,19 +617,10 @@ async fn a_client_on_a_configured_dnsbl_goes_to_junk_with_the_zone_named() {
 /// a report another server sends about our domain is kept for `letterlock dmarc report`.
 #[tokio::test]
 async fn dmarc_evaluations_are_collected_for_rua_and_reports_about_us_are_kept() {
-    use letterlock_queue::{DkimKeys, DmarcReports, MapResolver, Queue, QueueSettings, SpoolKey};
+    use letterlock_queue::{DmarcReports, MapResolver};
     let store = test_store();
-    let spool_key = SpoolKey::generate();
-    let queue = Queue::new(
-        std::sync::Arc::clone(&store.engine),
-        &spool_key,
-        QueueSettings::default(),
-    );
-    let outbound = letterlock_queue::Outbound {
-        queue: queue.clone(),
-        dkim: DkimKeys::new(std::sync::Arc::clone(&store.engine), &spool_key),
-        wake: None,
-    };
+    let outbound = outbound_on(&store);
+    let queue = outbound.queue.clone();
     let records = DnsRecords::default()
         .with_txt("reporting.test", "v=spf1 ip4:192.0.2.7 -all")
         .with_txt(

@@ -67,9 +67,15 @@ This is an OpenPGP/MIME signed message.\r\n--sep\r\n"
 }
 
 fn session(body: &[u8]) -> Vec<u8> {
-    let mut input =
-        format!("EHLO outside.example\r\nMAIL FROM:<{DAVE}>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n")
-            .into_bytes();
+    session_to(body, &[ALICE])
+}
+
+fn session_to(body: &[u8], recipients: &[&str]) -> Vec<u8> {
+    let mut input = format!("EHLO outside.example\r\nMAIL FROM:<{DAVE}>\r\n").into_bytes();
+    for recipient in recipients {
+        input.extend_from_slice(format!("RCPT TO:<{recipient}>\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"DATA\r\n");
     input.extend_from_slice(body);
     input.extend_from_slice(b".\r\nQUIT\r\n");
     input
@@ -516,5 +522,96 @@ async fn a_key_published_by_wkd_verifies_inbound_signatures() {
             "unknown-key (no key known for the sender); issuer={}",
             fingerprint(&mallory)
         ))
+    );
+}
+
+/// Alice trusts a key for Dave that nobody publishes (her own contact key, in the copy kept for
+/// delivery): her copy of his signed mail is valid by it, through her alias too and only once
+/// although both name her; Bob, who trusts nothing, gets the same message reported unknown; a
+/// changed byte is invalid for Alice; Mallory's signature under Dave's name stays unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipients_trusted_key_verifies_their_own_copy() {
+    let store = test_store();
+    let outbound = outbound_on(&store);
+    let trusted = letterlock_queue::TrustedSenderKeys::new(outbound.queue.clone());
+    let server = letterlock_smtp::SmtpServer::with_outbound(
+        store.store.clone(),
+        test_settings(),
+        Some(outbound),
+    )
+    .expect("server");
+    let root = tempfile::tempdir().expect("tempdir");
+    let dave = new_home(root.path(), "dave", &format!("Dave <{DAVE}>"));
+    let dave_fingerprint = fingerprint(&dave);
+    trusted
+        .remember(
+            &address(ALICE),
+            &address(DAVE),
+            &gpg(&dave, &["--export", DAVE]).stdout,
+        )
+        .expect("trust");
+
+    let part = b"Content-Type: text/plain; charset=utf-8\r\n\r\nSigned, key trusted by Alice.";
+    let signed = signed_message(root.path(), &dave, part);
+    let mut tampered = signed.clone();
+    let at = tampered
+        .windows(7)
+        .position(|window| window == b"trusted")
+        .expect("signed text");
+    tampered[at] = b'T';
+    let mallory = new_home(root.path(), "mallory", &format!("Dave <{DAVE}>"));
+    let by_mallory = signed_message(root.path(), &mallory, part);
+    for message in [&signed, &tampered, &by_mallory] {
+        let output = converse(
+            &server,
+            Mode::Inbound,
+            &session_to(message, &[ALICE, ALICE_ALIAS, BOB]),
+        )
+        .await;
+        assert!(output.contains("250 2.0.0 accepted"), "{output}");
+    }
+    let verdicts = |user: &str| -> Vec<Option<String>> {
+        inbox(&store.store, user)
+            .iter()
+            .map(|message| signature_header(message))
+            .collect()
+    };
+    let unknown = format!("unknown-key (no key known for the sender); issuer={dave_fingerprint}");
+    let mallorys = format!(
+        "unknown-key (no key known for the sender); issuer={}",
+        fingerprint(&mallory)
+    );
+    assert_eq!(
+        verdicts(ALICE),
+        [
+            Some(format!(
+                "valid; signer={DAVE}; key={dave_fingerprint}; source=trusted-contact"
+            )),
+            Some(format!(
+                "invalid (the message was changed after signing); key={dave_fingerprint}"
+            )),
+            Some(mallorys.clone()),
+        ]
+    );
+    assert_eq!(
+        verdicts(BOB),
+        [Some(unknown.clone()), Some(unknown), Some(mallorys)]
+    );
+    // Both copies carry the same message under the same trace headers.
+    let alice_copy = String::from_utf8_lossy(&inbox(&store.store, ALICE)[0]).into_owned();
+    let bob_copy = String::from_utf8_lossy(&inbox(&store.store, BOB)[0]).into_owned();
+    assert!(
+        alice_copy.contains("Signed, key trusted by Alice.")
+            && bob_copy.contains("Signed, key trusted by Alice.")
+    );
+    assert_eq!(
+        alice_copy
+            .lines()
+            .filter(|line| line.starts_with("Received:"))
+            .count(),
+        bob_copy
+            .lines()
+            .filter(|line| line.starts_with("Received:"))
+            .count()
     );
 }

@@ -106,6 +106,27 @@ impl Env {
         )
     }
 
+    /// The key `account` trusts for `correspondent` in the copy inbound signature checks read,
+    /// opened with the spool key beside the data (no `serve` may be running).
+    pub fn trusted_sender_key(&self, account: &str, correspondent: &str) -> Option<Vec<u8>> {
+        let engine = EmbeddedEngine::open(&self.data).expect("open store");
+        let spool_key = letterlock_queue::SpoolKey::load_or_create_file(
+            &self.root.path().join("data.spool-key"),
+        )
+        .expect("spool key");
+        let queue = letterlock_queue::Queue::new(
+            Arc::new(engine),
+            &spool_key,
+            letterlock_queue::QueueSettings::default(),
+        );
+        letterlock_queue::TrustedSenderKeys::new(queue)
+            .key(
+                &letterlock_types::EmailAddress::try_from(account).expect("address"),
+                &letterlock_types::EmailAddress::try_from(correspondent).expect("address"),
+            )
+            .expect("read")
+    }
+
     /// A domain and one user, `alice@example.org`, with [`PASSWORD`]. Returns the recovery code.
     pub fn with_alice(&self) -> String {
         self.ok(&["domain", "add", "example.org"], "");

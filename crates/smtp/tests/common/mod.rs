@@ -457,3 +457,17 @@ pub async fn wkd_publishing(
     );
     (server, Arc::new(discovery))
 }
+
+/// An outbound side on `store`'s engine: the queue and DKIM keys under a new spool key.
+pub fn outbound_on(store: &TestStore) -> letterlock_queue::Outbound {
+    let spool_key = letterlock_queue::SpoolKey::generate();
+    letterlock_queue::Outbound {
+        queue: letterlock_queue::Queue::new(
+            Arc::clone(&store.engine),
+            &spool_key,
+            letterlock_queue::QueueSettings::default(),
+        ),
+        dkim: letterlock_queue::DkimKeys::new(Arc::clone(&store.engine), &spool_key),
+        wake: None,
+    }
+}
