@@ -533,7 +533,8 @@ async fn the_accounts_encryption_policy_decides_what_leaves_encrypted() {
 }
 
 /// With signing on, submissions leave as PGP/MIME signed messages that GnuPG verifies with
-/// Alice's published key; an encrypted copy is signed inside its encryption.
+/// Alice's published key (8-bit text signed as quoted-printable); an encrypted copy is signed
+/// inside its encryption.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_submissions_verify_with_gnupg_in_the_clear_and_inside_encryption() {
     use letterlock_mailstore::UserSettings;
@@ -569,7 +570,7 @@ async fn signed_submissions_verify_with_gnupg_in_the_clear_and_inside_encryption
         ..
     } = two_servers(&sender, &receiver).await;
     let message = format!(
-        "From: {ALICE}\r\nTo: {CAROL}\r\nCc: {ERIN}\r\nSubject: signed\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSigned words, {CANARY}.\r\n"
+        "From: {ALICE}\r\nTo: {CAROL}\r\nCc: {ERIN}\r\nSubject: signed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSigned words, {CANARY}. Grüße!\r\n"
     );
     submit(&sending, &message, &[CAROL, ERIN]).await;
     deliver_queue(&queue, &sender, &receiving, 2).await;
@@ -601,6 +602,13 @@ async fn signed_submissions_verify_with_gnupg_in_the_clear_and_inside_encryption
     let content = verify(&erin[0], "erin");
     assert!(
         content.contains(CANARY) && content.starts_with("Content-Type: text/plain"),
+        "{content}"
+    );
+    // Signed 7-bit (RFC 3156 section 3): the 8-bit text travels quoted-printable.
+    assert!(
+        content.is_ascii()
+            && content.contains("Content-Transfer-Encoding: quoted-printable")
+            && content.contains("Gr=C3=BC=C3=9Fe!"),
         "{content}"
     );
 
