@@ -9,6 +9,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
@@ -34,9 +35,27 @@ fn definition(table: Table) -> RedbTable<'static> {
 }
 
 /// The [`Engine`] on a redb file.
+///
+/// After an I/O error (a full disk, say), redb refuses every later operation on that
+/// `Database` (`PreviousIo`) until it is opened again. So a transaction that meets one marks
+/// its database as failed, and the next transaction to begin drops it and opens the file
+/// again (redb repairs it; every commit that returned is kept): the server recovers when the
+/// disk does, without a restart. Until the reopen succeeds (the failed database's last
+/// transactions must end first), beginning a transaction is a temporary failure.
 pub struct EmbeddedEngine {
-    database: Database,
+    current: Mutex<Current>,
+    open: Opener,
     path: PathBuf,
+}
+
+/// How the database is opened, first and again after a failure.
+type Opener = Box<dyn Fn() -> std::result::Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// The open database, if any, and which opening it is.
+struct Current {
+    database: Option<Arc<Database>>,
+    generation: u64,
+    failed: bool,
 }
 
 impl std::fmt::Debug for EmbeddedEngine {
@@ -60,10 +79,15 @@ impl EmbeddedEngine {
     pub fn open(dir: &Path) -> Result<EmbeddedEngine> {
         create_private_dir(dir)?;
         let path = dir.join(STORE_FILE_NAME);
-        let database = Database::builder()
-            .set_cache_size(CACHE_SIZE_MAX_BYTES)
-            .create(&path)
-            .map_err(|error| engine_error(&format!("opening {}", path.display()), error))?;
+        let file = path.clone();
+        let engine = EmbeddedEngine::open_with(
+            path.clone(),
+            Box::new(move || {
+                Database::builder()
+                    .set_cache_size(CACHE_SIZE_MAX_BYTES)
+                    .create(&file)
+            }),
+        )?;
         // redb syncs the file on commit but not the directory, and a new file whose directory
         // entry is lost in a power failure would take every committed transaction with it.
         // The parent too, in case `dir` itself was created just now.
@@ -71,7 +95,60 @@ impl EmbeddedEngine {
         if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
-        Ok(EmbeddedEngine { database, path })
+        Ok(engine)
+    }
+
+    fn open_with(path: PathBuf, open: Opener) -> Result<EmbeddedEngine> {
+        let database =
+            open().map_err(|error| engine_error(&format!("opening {}", path.display()), error))?;
+        Ok(EmbeddedEngine {
+            current: Mutex::new(Current {
+                database: Some(Arc::new(database)),
+                generation: 0,
+                failed: false,
+            }),
+            open,
+            path,
+        })
+    }
+
+    fn current(&self) -> Result<MutexGuard<'_, Current>> {
+        self.current
+            .lock()
+            .map_err(|_| StorageError::Unavailable("embedded store: a thread panicked".into()))
+    }
+
+    /// The database to begin a transaction on, opened again if the last one failed. The lock
+    /// is held only to pick it (and to reopen), never while a transaction waits for redb.
+    fn database(&self) -> Result<(Arc<Database>, u64)> {
+        let mut current = self.current()?;
+        if current.failed {
+            // Dropped here; closed when its last transaction ends.
+            current.database = None;
+            current.failed = false;
+            current.generation += 1;
+        }
+        let database = match &current.database {
+            Some(database) => Arc::clone(database),
+            None => {
+                let database =
+                    Arc::new((self.open)().map_err(|error| {
+                        engine_error("opening again after an I/O failure", error)
+                    })?);
+                current.database = Some(Arc::clone(&database));
+                database
+            }
+        };
+        Ok((database, current.generation))
+    }
+
+    /// `generation`'s database met an I/O failure: the next transaction reopens the file.
+    fn mark_failed(&self, generation: u64) {
+        if let Ok(mut current) = self.current.lock() {
+            if current.generation == generation {
+                current.failed = true;
+            }
+        }
     }
 
     /// The database file.
@@ -128,6 +205,27 @@ fn engine_error(action: &str, error: impl Into<redb::Error>) -> StorageError {
     }
 }
 
+/// Whether redb met an I/O failure, after which the `Database` refuses everything.
+fn is_io_failure(error: &redb::Error) -> bool {
+    matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo)
+}
+
+/// A transaction's link back to its engine, to report an I/O failure of its database.
+struct Watch<'engine> {
+    engine: &'engine EmbeddedEngine,
+    generation: u64,
+}
+
+impl Watch<'_> {
+    fn error(&self, action: &str, error: impl Into<redb::Error>) -> StorageError {
+        let error: redb::Error = error.into();
+        if is_io_failure(&error) {
+            self.engine.mark_failed(self.generation);
+        }
+        engine_error(action, error)
+    }
+}
+
 /// At most [`SCAN_ROWS_MAX`], whatever the caller asked for.
 fn clamp_scan_limit(limit: usize) -> usize {
     limit.min(SCAN_ROWS_MAX)
@@ -141,6 +239,7 @@ enum Direction {
 
 /// One scan over an open table, shared by read and write transactions.
 fn scan_table<T>(
+    watch: &Watch<'_>,
     table: &T,
     range: &KeyRange,
     limit: usize,
@@ -159,26 +258,26 @@ where
     );
     let entries = table
         .range::<&[u8]>(bounds)
-        .map_err(|error| engine_error("starting a scan", error))?;
+        .map_err(|error| watch.error("starting a scan", error))?;
     let entries: Box<dyn Iterator<Item = _>> = match direction {
         Direction::Ascending => Box::new(entries),
         Direction::Descending => Box::new(entries.rev()),
     };
     let mut rows = Vec::new();
     for entry in entries.take(limit) {
-        let (key, value) = entry.map_err(|error| engine_error("scanning", error))?;
+        let (key, value) = entry.map_err(|error| watch.error("scanning", error))?;
         rows.push((key.value().to_vec(), value.value().to_vec()));
     }
     Ok(rows)
 }
 
-fn get_from_table<T>(table: &T, key: &[u8]) -> Result<Option<Vec<u8>>>
+fn get_from_table<T>(watch: &Watch<'_>, table: &T, key: &[u8]) -> Result<Option<Vec<u8>>>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
     let value = table
         .get(key)
-        .map_err(|error| engine_error("reading a key", error))?;
+        .map_err(|error| watch.error("reading a key", error))?;
     Ok(value.map(|value| value.value().to_vec()))
 }
 
@@ -188,33 +287,42 @@ impl Engine for EmbeddedEngine {
     }
 
     fn begin_read(&self) -> Result<Box<dyn ReadTransaction + '_>> {
-        let transaction = self
-            .database
+        let (database, generation) = self.database()?;
+        let watch = Watch {
+            engine: self,
+            generation,
+        };
+        let transaction = database
             .begin_read()
-            .map_err(|error| engine_error("starting a read transaction", error))?;
-        Ok(Box::new(EmbeddedRead { transaction }))
+            .map_err(|error| watch.error("starting a read transaction", error))?;
+        Ok(Box::new(EmbeddedRead { transaction, watch }))
     }
 
     fn begin_write(&self) -> Result<Box<dyn WriteTransaction + '_>> {
+        let (database, generation) = self.database()?;
+        let watch = Watch {
+            engine: self,
+            generation,
+        };
         // Blocks while another write transaction of this engine is open: redb has one writer.
-        let mut transaction = self
-            .database
+        let mut transaction = database
             .begin_write()
-            .map_err(|error| engine_error("starting a write transaction", error))?;
+            .map_err(|error| watch.error("starting a write transaction", error))?;
         // Immediate is redb's default; set anyway, because the interface promises that a
         // returned commit survives a crash, and that promise must not rest on a default.
         transaction
             .set_durability(Durability::Immediate)
-            .map_err(|error| engine_error("setting durability", error))?;
-        Ok(Box::new(EmbeddedWrite { transaction }))
+            .map_err(|error| watch.error("setting durability", error))?;
+        Ok(Box::new(EmbeddedWrite { transaction, watch }))
     }
 }
 
-struct EmbeddedRead {
+struct EmbeddedRead<'engine> {
     transaction: redb::ReadTransaction,
+    watch: Watch<'engine>,
 }
 
-impl EmbeddedRead {
+impl EmbeddedRead<'_> {
     /// The table, or `None` when no transaction has created it yet, which reads as empty.
     fn open(
         &self,
@@ -223,10 +331,9 @@ impl EmbeddedRead {
         match self.transaction.open_table(definition(table)) {
             Ok(opened) => Ok(Some(opened)),
             Err(TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(error) => Err(engine_error(
-                &format!("opening table {}", table.name()),
-                error,
-            )),
+            Err(error) => Err(self
+                .watch
+                .error(&format!("opening table {}", table.name()), error)),
         }
     }
 
@@ -238,16 +345,16 @@ impl EmbeddedRead {
         direction: Direction,
     ) -> Result<Vec<Row>> {
         match self.open(table)? {
-            Some(opened) => scan_table(&opened, &range, limit, direction),
+            Some(opened) => scan_table(&self.watch, &opened, &range, limit, direction),
             None => Ok(Vec::new()),
         }
     }
 }
 
-impl ReadTransaction for EmbeddedRead {
+impl ReadTransaction for EmbeddedRead<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.open(table)? {
-            Some(opened) => get_from_table(&opened, key),
+            Some(opened) => get_from_table(&self.watch, &opened, key),
             None => Ok(None),
         }
     }
@@ -262,11 +369,12 @@ impl ReadTransaction for EmbeddedRead {
 }
 
 /// A redb write transaction. Dropping it without commit aborts it (redb does that on drop).
-struct EmbeddedWrite {
+struct EmbeddedWrite<'engine> {
     transaction: redb::WriteTransaction,
+    watch: Watch<'engine>,
 }
 
-impl EmbeddedWrite {
+impl EmbeddedWrite<'_> {
     /// Opens, and so creates, the table. Reads create it too: redb's write transaction has no
     /// open-if-exists, and an empty table reads exactly like a missing one.
     /// The table is closed again by each caller before returning, because redb refuses to commit
@@ -274,7 +382,10 @@ impl EmbeddedWrite {
     fn open(&self, table: Table) -> Result<redb::Table<'_, &'static [u8], &'static [u8]>> {
         self.transaction
             .open_table(definition(table))
-            .map_err(|error| engine_error(&format!("opening table {}", table.name()), error))
+            .map_err(|error| {
+                self.watch
+                    .error(&format!("opening table {}", table.name()), error)
+            })
     }
 
     fn scan_in(
@@ -285,14 +396,14 @@ impl EmbeddedWrite {
         direction: Direction,
     ) -> Result<Vec<Row>> {
         let opened = self.open(table)?;
-        scan_table(&opened, &range, limit, direction)
+        scan_table(&self.watch, &opened, &range, limit, direction)
     }
 }
 
-impl ReadTransaction for EmbeddedWrite {
+impl ReadTransaction for EmbeddedWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let opened = self.open(table)?;
-        get_from_table(&opened, key)
+        get_from_table(&self.watch, &opened, key)
     }
 
     fn scan(&self, table: Table, range: KeyRange, limit: usize) -> Result<Vec<Row>> {
@@ -304,14 +415,14 @@ impl ReadTransaction for EmbeddedWrite {
     }
 }
 
-impl WriteTransaction for EmbeddedWrite {
+impl WriteTransaction for EmbeddedWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key)?;
         check_value(value)?;
         let mut opened = self.open(table)?;
         opened
             .insert(key, value)
-            .map_err(|error| engine_error("writing a key", error))?;
+            .map_err(|error| self.watch.error("writing a key", error))?;
         Ok(())
     }
 
@@ -319,26 +430,163 @@ impl WriteTransaction for EmbeddedWrite {
         let mut opened = self.open(table)?;
         let removed = opened
             .remove(key)
-            .map_err(|error| engine_error("deleting a key", error))?;
+            .map_err(|error| self.watch.error("deleting a key", error))?;
         Ok(removed.is_some())
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
-        self.transaction
+        let EmbeddedWrite { transaction, watch } = *self;
+        transaction
             .commit()
-            .map_err(|error| engine_error("committing", error))
+            .map_err(|error| watch.error("committing", error))
     }
 
     fn abort(self: Box<Self>) -> Result<()> {
-        self.transaction
+        let EmbeddedWrite { transaction, watch } = *self;
+        transaction
             .abort()
-            .map_err(|error| engine_error("aborting", error))
+            .map_err(|error| watch.error("aborting", error))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Bound;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// redb's file backend, whose writes and syncs fail (as on a full disk) while `failing`.
+    #[derive(Debug)]
+    struct FailingDisk {
+        file: redb::backends::FileBackend,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl FailingDisk {
+        fn check(&self) -> io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "disk full (test)",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.check()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> io::Result<()> {
+            self.file.close()
+        }
+        fn try_lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<bool, redb::BackendError> {
+            self.file.try_lock_range(start, end)
+        }
+        fn try_lock_shared_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<bool, redb::BackendError> {
+            self.file.try_lock_shared_range(start, end)
+        }
+        fn lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<(), redb::BackendError> {
+            self.file.lock_range(start, end)
+        }
+        fn lock_shared_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<(), redb::BackendError> {
+            self.file.lock_shared_range(start, end)
+        }
+        fn unlock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<(), redb::BackendError> {
+            self.file.unlock_range(start, end)
+        }
+        fn query_lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> std::result::Result<bool, redb::BackendError> {
+            self.file.query_lock_range(start, end)
+        }
+    }
+
+    fn put(engine: &EmbeddedEngine, key: &[u8]) -> Result<()> {
+        let mut tx = engine.begin_write()?;
+        tx.put(TABLE, key, b"value")?;
+        tx.commit()
+    }
+
+    #[test]
+    fn the_store_works_again_once_a_failed_disk_does() {
+        let dir = temporary_dir();
+        let path = dir.path().join(STORE_FILE_NAME);
+        let failing = Arc::new(AtomicBool::new(false));
+        let (file, disk) = (path.clone(), Arc::clone(&failing));
+        let engine = EmbeddedEngine::open_with(
+            path,
+            Box::new(move || {
+                let handle = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&file)?;
+                Database::builder().create_with_backend(FailingDisk {
+                    file: redb::backends::FileBackend::new(handle)?,
+                    failing: Arc::clone(&disk),
+                })
+            }),
+        )
+        .expect("open");
+        put(&engine, b"before").expect("a healthy commit");
+
+        failing.store(true, Ordering::SeqCst);
+        let error = put(&engine, b"lost").expect_err("the disk is full");
+        assert!(error.is_temporary(), "{error}");
+        let again = put(&engine, b"still full").expect_err("still full");
+        assert!(again.is_temporary(), "{again}");
+
+        // Space again: the next transactions work without a new engine, and nothing that was
+        // committed is gone.
+        failing.store(false, Ordering::SeqCst);
+        put(&engine, b"after").expect("a commit after the disk recovered");
+        let tx = engine.begin_read().expect("read");
+        assert!(tx.get(TABLE, b"before").expect("get").is_some());
+        assert!(tx.get(TABLE, b"after").expect("get").is_some());
+        assert!(tx.get(TABLE, b"lost").expect("get").is_none());
+        assert!(tx.get(TABLE, b"still full").expect("get").is_none());
+    }
 
     const TABLE: Table = Table::new("embedded_test");
 
@@ -450,7 +698,12 @@ mod tests {
         let reader = engine.begin_read().expect("begin read");
         assert_eq!(reader.get(TABLE, b"key").expect("get"), None);
         drop(reader);
-        let transaction = engine.database.begin_read().expect("begin read");
+        let transaction = engine
+            .database()
+            .expect("database")
+            .0
+            .begin_read()
+            .expect("begin read");
         assert_eq!(transaction.list_tables().expect("list tables").count(), 0);
     }
 }
