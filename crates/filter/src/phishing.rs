@@ -113,8 +113,9 @@ pub struct Context {
     pub local_domains: Vec<String>,
     /// Names and addresses that must not be borrowed: local users, the recipient's contacts.
     pub protected_identities: Vec<String>,
-    /// Whether the From domain passed DMARC with alignment (then a display name is trusted).
-    pub dmarc_aligned: bool,
+    /// Whether the From: domain is authenticated (DMARC passed, or without a DMARC record an
+    /// aligned DKIM signature or SPF check passed): then a display name is trusted.
+    pub from_authenticated: bool,
 }
 
 /// Run every check on a message held in memory.
@@ -303,7 +304,7 @@ fn display_name_spoof(
             });
         }
     }
-    if context.dmarc_aligned {
+    if context.from_authenticated {
         return None;
     }
     let from_local = from_domain.is_some_and(|domain| {
@@ -456,7 +457,7 @@ mod tests {
                 "Alice Liddell".to_string(),
                 "alice@example.org".to_string(),
             ],
-            dmarc_aligned: false,
+            from_authenticated: false,
         }
     }
 
@@ -493,7 +494,7 @@ mod tests {
         let message = "From: Alice Liddell <alice.liddell@freemail.example>\r\nSubject: urgent\r\n\r\nwire money\r\n";
         assert!(kinds(message).contains(&FindingKind::DisplayNameSpoof));
         let mut aligned = context();
-        aligned.dmarc_aligned = true;
+        aligned.from_authenticated = true;
         assert!(
             check(message.as_bytes(), &aligned).is_empty(),
             "aligned DMARC is trusted"

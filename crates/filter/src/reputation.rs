@@ -1,7 +1,7 @@
 //! Reputation from the user's own history (`DESIGN.md`, "Spam"): the addresses a user wrote to
 //! and the senders they took out of Junk are known correspondents, and mail from them counts
-//! as wanted when its From: domain passed DMARC (without that, anyone could claim to be a
-//! friend).
+//! as wanted when its From: domain is authenticated (DMARC, or aligned DKIM/SPF where there
+//! is no DMARC record; without that, anyone could claim to be a friend).
 //!
 //! Like the classifier's models, the set stores no addresses: each is a keyed hash (HMAC-SHA256
 //! under the set's own random key, 64 bits), so a stolen set tells nobody who writes to whom,

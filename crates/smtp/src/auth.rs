@@ -374,8 +374,11 @@ pub struct Verdict {
     /// The From: domain DMARC looked at (empty when there is none).
     pub dmarc_domain: String,
     pub disposition: DmarcDisposition,
-    /// DMARC passed: the From: domain is authenticated (trust its display name).
-    pub dmarc_aligned: bool,
+    /// The From: domain is authenticated (trust its display name, learn its Autocrypt key,
+    /// count it as a known correspondent): DMARC passed, or the domain publishes no DMARC
+    /// record and a passing DKIM signature or SPF check names it or a parent of it (the
+    /// identifier alignment of RFC 7489 section 3.1 without the organisational-domain step).
+    pub from_authenticated: bool,
     /// Added to the spam score (see [`SPAM_WEIGHT_DMARC_FAIL`]), with its reasons.
     pub spam_weight: f64,
     pub spam_reasons: Vec<(String, f64)>,
@@ -519,7 +522,8 @@ impl SenderAuthenticator {
             },
         );
 
-        let (dkim_word, dmarc_word, dmarc_domain, disposition, dmarc_report) = match parsed {
+        let (dkim_word, dmarc_word, dmarc_domain, disposition, dmarc_report, aligned) = match parsed
+        {
             Some(mut message) => {
                 message.dkim_headers.truncate(DKIM_SIGNATURES_VERIFIED_MAX);
                 let message = message;
@@ -591,6 +595,14 @@ impl SenderAuthenticator {
                             .with_dmarc_output(&dmarc),
                     })
                 });
+                let from_domain = header_from_domain(&header_from);
+                let aligned = dkim.iter().any(|output| {
+                    *output.result() == DkimResult::Pass
+                        && output
+                            .signature()
+                            .is_some_and(|signature| aligned_with(&from_domain, &signature.d))
+                }) || (spf.result() == SpfResult::Pass
+                    && aligned_with(&from_domain, spf_domain));
                 let dmarc_result = dmarc.result();
                 let disposition = match (&dmarc_result, dmarc.policy()) {
                     (DmarcResult::Fail(_), Policy::Reject) => DmarcDisposition::Reject,
@@ -603,6 +615,7 @@ impl SenderAuthenticator {
                     dmarc.domain().to_string(),
                     disposition,
                     dmarc_report,
+                    aligned,
                 )
             }
             None => {
@@ -614,6 +627,7 @@ impl SenderAuthenticator {
                     String::new(),
                     DmarcDisposition::Deliver,
                     None,
+                    false,
                 )
             }
         };
@@ -663,7 +677,7 @@ impl SenderAuthenticator {
             dmarc: dmarc_word,
             dmarc_domain,
             disposition,
-            dmarc_aligned: dmarc_word == "pass",
+            from_authenticated: dmarc_word == "pass" || (dmarc_word == "none" && aligned),
             spam_weight,
             spam_reasons,
             dmarc_report,
@@ -744,6 +758,18 @@ impl Iprev {
             Iprev::PermError => "permerror",
         }
     }
+}
+
+/// Whether `identifier` (a DKIM `d=` or the MAIL FROM domain) is `from_domain` or a parent of
+/// it: whoever controls `identifier`'s DNS controls its subdomains too.
+fn aligned_with(from_domain: &str, identifier: &str) -> bool {
+    let identifier = identifier.trim_end_matches('.').to_ascii_lowercase();
+    let from_domain = from_domain.trim_end_matches('.');
+    !identifier.is_empty()
+        && (from_domain == identifier
+            || from_domain
+                .strip_suffix(identifier.as_str())
+                .is_some_and(|rest| rest.ends_with('.')))
 }
 
 fn header_from_domain(from: &str) -> String {
@@ -878,6 +904,16 @@ fn authserv_id(value: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_identifier_aligns_with_its_own_domain_and_subdomains_only() {
+        assert!(aligned_with("example.org", "example.org"));
+        assert!(aligned_with("mail.example.org", "Example.ORG."));
+        assert!(!aligned_with("example.org", "mail.example.org"));
+        assert!(!aligned_with("badexample.org", "example.org"));
+        assert!(!aligned_with("example.org", "org.example"));
+        assert!(!aligned_with("example.org", ""));
+    }
     use super::*;
 
     #[test]

@@ -28,8 +28,9 @@ pub const VERDICT_HEADERS: [&str; 3] = [
 /// What sender authentication (`crate::auth`) tells the filter about one message.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthSignals {
-    /// DMARC passed for the From: domain: its display name is not a spoof.
-    pub dmarc_aligned: bool,
+    /// The From: domain is authenticated (`auth::Verdict::from_authenticated`): its display
+    /// name is not a spoof.
+    pub from_authenticated: bool,
     /// Added to the spam score as independent evidence (`1 - (1 - s)(1 - w)`), 0 to 1.
     pub spam_weight: f64,
     /// What made up `spam_weight`, listed among the spam verdict's reasons.
@@ -169,7 +170,7 @@ impl SpamFilter {
             .as_ref()
             .and_then(|account| self.user_model(account));
         let spam = bayes::score(message, &cached.global, user_model.as_deref());
-        let known_correspondent = auth.dmarc_aligned
+        let known_correspondent = auth.from_authenticated
             && account
                 .as_ref()
                 .is_some_and(|account| self.is_known_correspondent(account, message));
@@ -178,7 +179,7 @@ impl SpamFilter {
             &phishing::Context {
                 local_domains: cached.local_domains.clone(),
                 protected_identities: cached.local_addresses.clone(),
-                dmarc_aligned: auth.dmarc_aligned,
+                from_authenticated: auth.from_authenticated,
             },
         );
         let phishing_score = phishing::score(&findings);

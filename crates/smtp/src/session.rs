@@ -994,7 +994,7 @@ impl SmtpServer {
             let signals = verdict
                 .as_ref()
                 .map(|verdict| AuthSignals {
-                    dmarc_aligned: verdict.dmarc_aligned,
+                    from_authenticated: verdict.from_authenticated,
                     spam_weight: verdict.spam_weight,
                     reasons: verdict.spam_reasons.clone(),
                 })
@@ -1010,7 +1010,7 @@ impl SmtpServer {
                 let assessment = filter.assess(&body, &recipients, &signals);
                 // The signature is checked against keys known before this message; only then
                 // is the message's own Autocrypt key learnt (it cannot vouch for itself), and
-                // only when DMARC passed: a key later reported as "valid" must not be one a
+                // only when the From: domain is authenticated: a key later reported as "valid" must not be one a
                 // spoofed From: could plant.
                 let from = header_from_addresses(&body).into_iter().next();
                 let signature = crate::signatures::check(&body, from.as_ref(), &store, None);
@@ -1029,7 +1029,7 @@ impl SmtpServer {
                         }
                     }
                 }
-                if let Some(from) = from.as_ref().filter(|_| signals.dmarc_aligned) {
+                if let Some(from) = from.as_ref().filter(|_| signals.from_authenticated) {
                     if let Some(key) = crate::signatures::autocrypt_key(&body, from) {
                         if let Err(error) = store.record_peer_key(from, &key) {
                             tracing::warn!(%error, "cannot remember an Autocrypt key");

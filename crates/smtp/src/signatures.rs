@@ -1,6 +1,6 @@
 //! OpenPGP on inbound mail (`DESIGN.md`, "End-to-end encryption and keys"): the sender's key
 //! is learnt from an `Autocrypt:` header (Level 1; the session learns it only from mail whose
-//! From: domain passed DMARC), and a PGP/MIME signature (RFC 3156,
+//! From: domain is authenticated, see `auth::Verdict::from_authenticated`), and a PGP/MIME signature (RFC 3156,
 //! `multipart/signed; protocol="application/pgp-signature"`) is checked against the keys known
 //! for the From: address — a local account's own key, or one learnt earlier, or else the key
 //! the From: domain publishes by WKD (looked up by the session only when no known key signed,

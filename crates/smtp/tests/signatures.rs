@@ -66,6 +66,22 @@ This is an OpenPGP/MIME signed message.\r\n--sep\r\n"
     message
 }
 
+/// A plain message from Dave whose Autocrypt header carries his key (folded as clients do).
+fn autocrypt_introduction(dave: &Path) -> String {
+    use base64::Engine as _;
+    let key = gpg(dave, &["--export", DAVE]).stdout;
+    let keydata = base64::engine::general_purpose::STANDARD.encode(&key);
+    let folded: Vec<&str> = keydata
+        .as_bytes()
+        .chunks(76)
+        .map(|chunk| std::str::from_utf8(chunk).expect("ascii"))
+        .collect();
+    format!(
+        "From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: hi\r\nAutocrypt: addr={DAVE}; keydata=\r\n {}\r\n\r\nHello.\r\n",
+        folded.join("\r\n ")
+    )
+}
+
 fn session(body: &[u8]) -> Vec<u8> {
     session_to(body, &[ALICE])
 }
@@ -122,18 +138,7 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
     converse(&server, Mode::Inbound, &session(&signed)).await;
 
     // Dave's first plain message introduces his key (Autocrypt).
-    use base64::Engine as _;
-    let key = gpg(&dave, &["--export", DAVE]).stdout;
-    let keydata = base64::engine::general_purpose::STANDARD.encode(&key);
-    let folded: Vec<&str> = keydata
-        .as_bytes()
-        .chunks(76)
-        .map(|chunk| std::str::from_utf8(chunk).expect("ascii"))
-        .collect();
-    let introduction = format!(
-        "From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: hi\r\nAutocrypt: addr={DAVE}; keydata=\r\n {}\r\n\r\nHello.\r\n",
-        folded.join("\r\n ")
-    );
+    let introduction = autocrypt_introduction(&dave);
     converse(&server, Mode::Inbound, &session(introduction.as_bytes())).await;
     converse(&server, Mode::Inbound, &session(&signed)).await;
 
@@ -160,7 +165,7 @@ async fn gpg_signed_mail_is_verified_against_the_autocrypt_key() {
     let mallory_key = gpg(&mallory, &["--export", DAVE]).stdout;
     let spoofed = format!(
         "From: Dave <{DAVE}>\r\nTo: {ALICE}\r\nSubject: spoofed\r\nAutocrypt: addr={DAVE}; keydata={}\r\n\r\nNew key.\r\n",
-        base64::engine::general_purpose::STANDARD.encode(&mallory_key)
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &mallory_key)
     );
     let elsewhere = || {
         let mut context = context(Mode::Inbound);
@@ -614,4 +619,49 @@ async fn a_recipients_trusted_key_verifies_their_own_copy() {
             .filter(|line| line.starts_with("Received:"))
             .count()
     );
+}
+
+/// outside.example publishes SPF but no DMARC record: an Autocrypt key arriving with an
+/// aligned SPF pass (MAIL FROM in the From: domain) is learnt; the same introduction sent with
+/// MAIL FROM another domain that SPF authorises is not (nothing ties the From: domain to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dmarc_an_aligned_spf_pass_lets_autocrypt_keys_be_learnt() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dave = new_home(root.path(), "dave", &format!("Dave <{DAVE}>"));
+    let dave_fingerprint = fingerprint(&dave);
+    let part = b"Content-Type: text/plain; charset=utf-8\r\n\r\nSigned, no DMARC here.";
+    let signed = signed_message(root.path(), &dave, part);
+    let records = DnsRecords::default()
+        .with_txt("outside.example", "v=spf1 ip4:192.0.2.7 -all")
+        .with_txt("relay.example", "v=spf1 ip4:192.0.2.7 -all");
+    let introduction = autocrypt_introduction(&dave);
+    for (mail_from, learnt) in [("someone@relay.example", false), (DAVE, true)] {
+        let store = test_store();
+        let server = smtp_server(&store.store, test_settings_with_dns(records.clone()));
+        for body in [introduction.as_bytes(), &signed] {
+            let mut input = format!(
+                "EHLO outside.example\r\nMAIL FROM:<{mail_from}>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n"
+            )
+            .into_bytes();
+            input.extend_from_slice(body);
+            input.extend_from_slice(b".\r\nQUIT\r\n");
+            let output = converse(&server, Mode::Inbound, &input).await;
+            assert!(output.contains("250 2.0.0 accepted"), "{output}");
+        }
+        let verdict = inbox(&store.store, ALICE)
+            .last()
+            .and_then(|message| signature_header(message))
+            .unwrap_or_default();
+        if learnt {
+            assert_eq!(
+                verdict,
+                format!("valid; signer={DAVE}; key={dave_fingerprint}; source=autocrypt")
+            );
+        } else {
+            assert!(
+                verdict.starts_with("unknown-key"),
+                "MAIL FROM {mail_from}: {verdict}"
+            );
+        }
+    }
 }
