@@ -43,7 +43,7 @@ pub use error::{Result, StoreError};
 pub use export::ExportSummary;
 pub use notify::{ChangeCallback, MailboxChange, Subscription};
 pub use records::SpecialUse;
-pub use search_index::{MailboxSearchIndex, MERGE_BATCH_MESSAGES_MAX};
+pub use search_index::{MailboxSearchIndex, COMPACT_AFTER_MESSAGES_MIN, MERGE_BATCH_MESSAGES_MAX};
 pub use session::{
     CopiedMessages, MailboxInfo, MailboxStatus, MessageFlags, MessageSummary, Unlocked,
 };

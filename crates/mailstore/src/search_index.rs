@@ -7,8 +7,12 @@
 //! derived from the account key and stored, so the next session starts from it; the session
 //! also keeps the index in memory, so repeated searches cost a lookup.
 //!
-//! Expunged UIDs stay in the postings until the mailbox's UIDVALIDITY changes; callers match
-//! only UIDs still in the mailbox.
+//! Expunged UIDs stay in the postings for a while (callers match only UIDs still in the
+//! mailbox): once the index has taken in as many messages as the mailbox held at its last
+//! compaction (at least [`COMPACT_AFTER_MESSAGES_MIN`]), a merge drops every UID no longer in
+//! the mailbox. So the index stays within about twice the mailbox's size, however much mail
+//! passes through it, and the compaction's one read of the mailbox's records costs about as
+//! much as the merges that led to it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,18 +30,46 @@ const SEARCH_INDEX_PURPOSE: &[u8] = b"letterlock search index v1";
 /// Messages merged per call: a first search of a huge mailbox merges in steps this large,
 /// each saved, so an interrupted session loses little work.
 pub const MERGE_BATCH_MESSAGES_MAX: usize = 20_000;
+/// The fewest messages merged between two compactions.
+pub const COMPACT_AFTER_MESSAGES_MIN: u32 = 1_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct StoredIndex {
     uid_validity: u32,
     merged_through_uid: u32,
     postings: BTreeMap<String, Vec<u32>>,
+    compaction: Compaction,
+}
+
+/// The stored index as written before compaction existed (postcard has no optional fields).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StoredIndexV1 {
+    uid_validity: u32,
+    merged_through_uid: u32,
+    postings: BTreeMap<String, Vec<u32>>,
+}
+
+/// When the next compaction is due.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Compaction {
+    /// Messages merged since the last compaction.
+    merged_since: u32,
+    /// Messages in the mailbox at the last compaction.
+    live_at_last: u32,
+}
+
+impl Compaction {
+    fn due(&self) -> bool {
+        self.merged_since >= COMPACT_AFTER_MESSAGES_MIN.max(self.live_at_last)
+    }
 }
 
 /// A mailbox's search index, decrypted.
 #[derive(Debug, Clone, Default)]
 pub struct MailboxSearchIndex {
     postings: BTreeMap<String, Vec<u32>>,
+    compaction: Compaction,
 }
 
 impl MailboxSearchIndex {
@@ -59,6 +91,34 @@ impl MailboxSearchIndex {
 
     pub fn terms(&self) -> usize {
         self.postings.len()
+    }
+
+    /// Distinct UIDs in the postings (expunged ones included until a compaction).
+    pub fn indexed_uids(&self) -> usize {
+        self.postings
+            .values()
+            .flatten()
+            .collect::<HashSet<_>>()
+            .len()
+    }
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<StoredIndex> {
+    match records::decode::<StoredIndex>("search index", bytes) {
+        Ok(stored) => Ok(stored),
+        Err(error) => match postcard::from_bytes::<StoredIndexV1>(bytes) {
+            Ok(old) => Ok(StoredIndex {
+                uid_validity: old.uid_validity,
+                merged_through_uid: old.merged_through_uid,
+                postings: old.postings,
+                // Due at the next merge: an old index may carry any number of expunged UIDs.
+                compaction: Compaction {
+                    merged_since: u32::MAX,
+                    live_at_last: 0,
+                },
+            }),
+            Err(_) => Err(error),
+        },
     }
 }
 
@@ -103,10 +163,7 @@ impl Unlocked {
             Some(_) => None,
             None => {
                 let mut stored = match tx.get(SEARCH_INDEX, &key)? {
-                    Some(sealed) => records::decode::<StoredIndex>(
-                        "search index",
-                        &sealer.open(&key, &sealed)?,
-                    )?,
+                    Some(sealed) => decode_stored(&sealer.open(&key, &sealed)?)?,
                     None => StoredIndex::default(),
                 };
                 if stored.uid_validity != mailbox.uid_validity {
@@ -143,6 +200,7 @@ impl Unlocked {
             let stored = stored_index.unwrap_or_default();
             let index = Arc::new(MailboxSearchIndex {
                 postings: stored.postings,
+                compaction: stored.compaction,
             });
             self.remember(mailbox.id, mailbox.uid_validity, merged_through_uid, &index);
             return Ok((index, true));
@@ -152,6 +210,7 @@ impl Unlocked {
                 uid_validity,
                 merged_through_uid: merged,
                 postings: index.postings.clone(),
+                compaction: index.compaction,
             },
             (None, Some(stored)) => stored,
             (None, None) => StoredIndex::default(),
@@ -167,15 +226,57 @@ impl Unlocked {
             }
         }
         stored.merged_through_uid = last_uid;
+        stored.compaction.merged_since = stored
+            .compaction
+            .merged_since
+            .saturating_add(u32::try_from(uids.len()).unwrap_or(u32::MAX));
+        if stored.compaction.due() {
+            let live = self.live_uids(mailbox.id)?;
+            for uids in stored.postings.values_mut() {
+                uids.retain(|uid| live.contains(uid));
+            }
+            stored.postings.retain(|_, uids| !uids.is_empty());
+            stored.compaction = Compaction {
+                merged_since: 0,
+                live_at_last: u32::try_from(live.len()).unwrap_or(u32::MAX),
+            };
+        }
         let sealed = sealer.seal(&key, &records::encode(&stored)?);
         let mut write = self.store().engine.begin_write()?;
         write.put(SEARCH_INDEX, &key, &sealed)?;
         write.commit()?;
         let index = Arc::new(MailboxSearchIndex {
             postings: stored.postings,
+            compaction: stored.compaction,
         });
         self.remember(mailbox.id, mailbox.uid_validity, last_uid, &index);
         Ok((index, complete))
+    }
+
+    /// The UIDs of the mailbox's messages now, read in pages of [`MERGE_BATCH_MESSAGES_MAX`].
+    fn live_uids(&self, mailbox_id: u64) -> Result<HashSet<u32>> {
+        let mut live = HashSet::new();
+        let end = records::message_key(mailbox_id.saturating_add(1), 0);
+        let mut start = records::message_key(mailbox_id, 0).to_vec();
+        loop {
+            let tx = self.store().engine.begin_read()?;
+            let rows = tx.scan(
+                MESSAGES,
+                KeyRange::between(&start, &end),
+                MERGE_BATCH_MESSAGES_MAX,
+            )?;
+            drop(tx);
+            for (key, _) in &rows {
+                live.insert(records::uid_of_message_key(key)?);
+            }
+            match rows.last() {
+                Some((last, _)) if rows.len() == MERGE_BATCH_MESSAGES_MAX => {
+                    start = last.clone();
+                    start.push(0);
+                }
+                _ => return Ok(live),
+            }
+        }
     }
 
     fn remember(
@@ -188,5 +289,26 @@ impl Unlocked {
         if let Ok(mut cache) = self.search_cache().lock() {
             cache.insert(mailbox_id, (uid_validity, merged, Arc::clone(index)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_stored_before_compaction_existed_reads_and_is_due() {
+        let old = StoredIndexV1 {
+            uid_validity: 7,
+            merged_through_uid: 3,
+            postings: BTreeMap::from([("zebra".to_string(), vec![1, 3])]),
+        };
+        let stored = decode_stored(&records::encode(&old).expect("encode")).expect("decode");
+        assert_eq!((stored.uid_validity, stored.merged_through_uid), (7, 3));
+        assert_eq!(stored.postings["zebra"], vec![1, 3]);
+        assert!(stored.compaction.due());
+        let new = decode_stored(&records::encode(&stored).expect("encode")).expect("decode");
+        assert_eq!(new.compaction.merged_since, u32::MAX);
+        assert!(decode_stored(b"\xff\xff").is_err());
     }
 }

@@ -637,6 +637,60 @@ fn the_merged_search_index_grows_with_new_mail_and_survives_sessions() {
     );
 }
 
+/// Mail passing through a mailbox does not grow its index forever: once the index has taken
+/// in as many messages as the mailbox held at the last compaction (at least
+/// `COMPACT_AFTER_MESSAGES_MIN`), the UIDs of expunged messages leave the postings.
+#[test]
+fn the_search_index_drops_expunged_messages_as_mail_passes_through() {
+    let (_dir, store, _) = setup();
+    let alice = address("alice@example.org");
+    let inbox = MailboxName::inbox();
+    let batch = letterlock_mailstore::COMPACT_AFTER_MESSAGES_MIN;
+    let deliver = |count: u32, word: &str| {
+        let messages: Vec<Vec<u8>> = (0..count)
+            .map(|n| message(&format!("note {n}"), &format!("{word} commonword")))
+            .collect();
+        let recipients = std::slice::from_ref(&alice);
+        let batch: Vec<(&[EmailAddress], &[u8])> = messages
+            .iter()
+            .map(|message| (recipients, message.as_slice()))
+            .collect();
+        for result in store.deliver_many(&batch) {
+            result.expect("deliver");
+        }
+    };
+    deliver(batch, "firstwave");
+    let session = store
+        .unlock(&alice, &Secret::from(PASSWORD))
+        .expect("unlock");
+    assert_eq!(
+        session.search_index(&inbox).expect("index").indexed_uids(),
+        batch as usize
+    );
+    // Nine in ten of the first wave go; a second wave as large as the mailbox was comes in.
+    let gone: Vec<u32> = (1..=batch).filter(|uid| uid % 10 != 0).collect();
+    assert_eq!(
+        session.expunge_uids(&inbox, &gone).expect("expunge").len(),
+        gone.len()
+    );
+    deliver(batch, "secondwave");
+    let index = session.search_index(&inbox).expect("index");
+    let kept = (batch / 10 + batch) as usize;
+    assert_eq!(index.indexed_uids(), kept, "expunged UIDs were dropped");
+    assert_eq!(index.uids_with("commonword").len(), kept);
+    assert_eq!(index.uids_with("firstwave").len(), (batch / 10) as usize);
+    assert!(index.uids_with("firstwave").iter().all(|uid| uid % 10 == 0));
+    drop(session);
+    // The stored index is the compacted one.
+    let again = store
+        .unlock(&alice, &Secret::from(PASSWORD))
+        .expect("unlock");
+    assert_eq!(
+        again.search_index(&inbox).expect("index").indexed_uids(),
+        kept
+    );
+}
+
 /// The account's own trusted keys: kept per account, readable only unlocked, sealed on disk
 /// (neither the address nor the key in the clear), refused when they name someone else.
 #[test]
