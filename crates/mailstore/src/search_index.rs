@@ -10,7 +10,7 @@
 //! Expunged UIDs stay in the postings for a while (callers match only UIDs still in the
 //! mailbox): once the index has taken in as many messages as the mailbox held at its last
 //! compaction (at least [`COMPACT_AFTER_MESSAGES_MIN`]), a merge drops every UID no longer in
-//! the mailbox. So the index stays within about twice the mailbox's size, however much mail
+//! the mailbox. A first build counts as a compaction (it merged the mailbox as it was). So the index stays within about twice the mailbox's size, however much mail
 //! passes through it, and the compaction's one read of the mailbox's records costs about as
 //! much as the merges that led to it.
 
@@ -51,17 +51,41 @@ struct StoredIndexV1 {
 }
 
 /// When the next compaction is due.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Compaction {
+    /// The index is being built from nothing: what it merges is the mailbox as it is, so
+    /// there is nothing to compact yet, and the count becomes the baseline when it is done.
+    building: bool,
     /// Messages merged since the last compaction.
     merged_since: u32,
     /// Messages in the mailbox at the last compaction.
     live_at_last: u32,
 }
 
+impl Default for Compaction {
+    fn default() -> Compaction {
+        Compaction {
+            building: true,
+            merged_since: 0,
+            live_at_last: 0,
+        }
+    }
+}
+
 impl Compaction {
     fn due(&self) -> bool {
-        self.merged_since >= COMPACT_AFTER_MESSAGES_MIN.max(self.live_at_last)
+        !self.building && self.merged_since >= COMPACT_AFTER_MESSAGES_MIN.max(self.live_at_last)
+    }
+
+    /// `count` more messages merged; `complete` when none are left to merge.
+    fn merged(&mut self, count: usize, complete: bool) {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        if self.building {
+            self.live_at_last = self.live_at_last.saturating_add(count);
+            self.building = !complete;
+        } else {
+            self.merged_since = self.merged_since.saturating_add(count);
+        }
     }
 }
 
@@ -113,6 +137,7 @@ fn decode_stored(bytes: &[u8]) -> Result<StoredIndex> {
                 postings: old.postings,
                 // Due at the next merge: an old index may carry any number of expunged UIDs.
                 compaction: Compaction {
+                    building: false,
                     merged_since: u32::MAX,
                     live_at_last: 0,
                 },
@@ -226,10 +251,7 @@ impl Unlocked {
             }
         }
         stored.merged_through_uid = last_uid;
-        stored.compaction.merged_since = stored
-            .compaction
-            .merged_since
-            .saturating_add(u32::try_from(uids.len()).unwrap_or(u32::MAX));
+        stored.compaction.merged(uids.len(), complete);
         if stored.compaction.due() {
             let live = self.live_uids(mailbox.id)?;
             for uids in stored.postings.values_mut() {
@@ -237,6 +259,7 @@ impl Unlocked {
             }
             stored.postings.retain(|_, uids| !uids.is_empty());
             stored.compaction = Compaction {
+                building: false,
                 merged_since: 0,
                 live_at_last: u32::try_from(live.len()).unwrap_or(u32::MAX),
             };
