@@ -1010,8 +1010,8 @@ impl SmtpServer {
                 let assessment = filter.assess(&body, &recipients, &signals);
                 // The signature is checked against keys known before this message; only then
                 // is the message's own Autocrypt key learnt (it cannot vouch for itself), and
-                // only when the From: domain is authenticated: a key later reported as "valid" must not be one a
-                // spoofed From: could plant.
+                // only when the From: domain is authenticated: a key later reported as "valid"
+                // must not be one a spoofed From: could plant.
                 let from = header_from_addresses(&body).into_iter().next();
                 let signature = crate::signatures::check(&body, from.as_ref(), &store, None);
                 // A DMARC aggregate report about one of our domains is kept for the operator
@@ -1042,6 +1042,13 @@ impl SmtpServer {
             let Ok((assessment, signature, body, from)) = assessed else {
                 return Reply::new(451, "4.3.0", "temporary failure, try again later");
             };
+            if assessment.reject {
+                return Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("message refused as spam (score {:.3})", assessment.score),
+                );
+            }
             let (signature, body) = self.signature_by_wkd(signature, from.as_ref(), body).await;
             let signature_variants = self
                 .trusted_signature_variants(
@@ -1051,13 +1058,6 @@ impl SmtpServer {
                     &body,
                 )
                 .await;
-            if assessment.reject {
-                return Reply::new(
-                    550,
-                    "5.7.1",
-                    format!("message refused as spam (score {:.3})", assessment.score),
-                );
-            }
             let mut headers = verdict
                 .as_ref()
                 .map(|verdict| verdict.header.clone().into_bytes())
