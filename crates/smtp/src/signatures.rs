@@ -1,11 +1,13 @@
 //! OpenPGP on inbound mail (`DESIGN.md`, "End-to-end encryption and keys"): the sender's key
 //! is learnt from an `Autocrypt:` header (Level 1; the session learns it only from mail whose
-//! From: domain is authenticated, see `auth::Verdict::from_authenticated`), and a PGP/MIME signature (RFC 3156,
-//! `multipart/signed; protocol="application/pgp-signature"`) is checked against the keys known
-//! for the From: address — a local account's own key, or one learnt earlier, or else the key
-//! the From: domain publishes by WKD (looked up by the session only when no known key signed,
-//! see [`Checked::unknown_key`]). The result, naming the key's source, goes into
-//! `X-Letterlock-Signature`, which a sender cannot forge: copies from outside are removed.
+//! From: domain is authenticated, see `auth::Verdict::from_authenticated`), and a PGP/MIME
+//! signature (RFC 3156, `multipart/signed; protocol="application/pgp-signature"`) or an inline
+//! one is checked against the keys known for the From: address: a local account's own key, or
+//! one learnt earlier; else the key the From: domain publishes by WKD (looked up by the
+//! session only when no known key signed, see [`Checked::unknown_key`]); and, for each
+//! recipient's own copy, a key that recipient trusts for the sender. The result, naming the
+//! key's source, goes into `X-Letterlock-Signature`, which a sender cannot forge: copies from
+//! outside are removed.
 
 use letterlock_crypto::openpgp::{verify_cleartext, verify_detached, PublicKey, SignatureCheck};
 use letterlock_crypto::smime::SmimeCheck;
