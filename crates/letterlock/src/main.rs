@@ -606,6 +606,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 letterlock_queue::https::HttpsSettings {
                     port: HTTPS_PORT,
                     roots: Arc::clone(&roots),
+                    public_addresses_only: true,
                 },
             ))),
             DnsResolver::Off => None,

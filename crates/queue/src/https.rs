@@ -34,6 +34,47 @@ pub struct Fetched {
 pub struct HttpsSettings {
     pub port: u16,
     pub roots: Arc<RootCertStore>,
+    /// Refuse hosts that resolve to a loopback, private, link-local or other non-public
+    /// address: for fetches a stranger can cause (WKD lookups for inbound signed mail), so
+    /// they cannot make the server connect into its own network. Off for tests on loopback.
+    pub public_addresses_only: bool,
+}
+
+/// Whether `address` is one a host on the public internet can have (not loopback, private,
+/// shared, link-local, unique-local, multicast, documentation, unspecified or broadcast).
+pub fn is_public(address: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                // 100.64.0.0/10, shared address space (RFC 6598).
+                || (a == 100 && (b & 0xc0) == 64)
+                // 192.0.0.0/24 (IETF protocol assignments) and 240.0.0.0/4 (reserved).
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link-local, 2001:db8::/32 documentation.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8))
+        }
+    }
 }
 
 /// GET `path` from `host`; only a `200` within `body_limit` bytes counts. Callers bound the
@@ -97,6 +138,11 @@ async fn exchange(
     let address = addresses
         .first()
         .ok_or_else(|| format!("{host} has no address"))?;
+    if settings.public_addresses_only && !is_public(*address) {
+        return Err(format!(
+            "{host} resolves to {address}, which is not a public address"
+        ));
+    }
     let tcp = TcpStream::connect(SocketAddr::new(*address, settings.port))
         .await
         .map_err(|error| format!("cannot connect to {host}: {error}"))?;
@@ -171,6 +217,37 @@ pub fn parse_reply(reply: &[u8], body_limit: usize) -> Result<Fetched, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_public_addresses_count_as_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().expect("address")), "{private}");
+        }
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(public.parse().expect("address")), "{public}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -262,6 +262,7 @@ pub async fn fetch_policy(
     let https = HttpsSettings {
         port: fetch.port,
         roots: Arc::clone(&fetch.roots),
+        public_addresses_only: false,
     };
     let fetched = tokio::time::timeout(
         fetch.timeout,

@@ -210,6 +210,7 @@ impl Runner {
         let https = HttpsSettings {
             port: settings.mta_sts_port,
             roots: Arc::clone(&settings.client.roots),
+            public_addresses_only: false,
         };
         let tls = tls_reports::send_due(
             &self.inner.queue,

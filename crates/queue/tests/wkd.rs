@@ -1,6 +1,7 @@
 //! WKD key discovery against a real HTTPS server under a test CA: the advanced method when
 //! `openpgpkey.<domain>` exists, the direct method otherwise; a key that does not name the
-//! address is refused; answers (found and missing) are cached.
+//! address is refused; answers (found and missing) are cached; hosts on non-public addresses
+//! are refused when the server's rule asks for it.
 
 mod common;
 
@@ -36,13 +37,50 @@ async fn key_server(ca: &TestCa, host: &str, path: String, key: Vec<u8>) -> Http
 }
 
 fn discovery(ca: &TestCa, port: u16, resolver: MapResolver) -> KeyDiscovery {
+    discovery_with(ca, port, resolver, false)
+}
+
+fn discovery_with(
+    ca: &TestCa,
+    port: u16,
+    resolver: MapResolver,
+    public_addresses_only: bool,
+) -> KeyDiscovery {
     KeyDiscovery::new(
         Arc::new(resolver),
         HttpsSettings {
             port,
             roots: Arc::new(ca.roots()),
+            public_addresses_only,
         },
     )
+}
+
+/// As the server runs it (inbound signed mail makes strangers able to ask for lookups): a
+/// domain whose WKD host resolves to loopback is not asked at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_public_addresses_only_a_host_on_loopback_is_not_contacted() {
+    let ca = TestCa::new();
+    let hash = letterlock_crypto::wkd::local_part_hash("erin");
+    let server = key_server(
+        &ca,
+        "openpgpkey.remote.test",
+        format!("/.well-known/openpgpkey/remote.test/hu/{hash}?l=erin"),
+        public_key_bytes("erin@remote.test"),
+    )
+    .await;
+    let resolver =
+        MapResolver::default().with_ip("openpgpkey.remote.test", "127.0.0.1".parse().expect("ip"));
+    let refusing = discovery_with(&ca, server.port, resolver.clone(), true);
+    assert_eq!(refusing.key_for(&address("erin@remote.test")).await, None);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+    // The same lookup allowed to loopback finds the key: only the address rule refused it.
+    let allowed = discovery_with(&ca, server.port, resolver, false);
+    assert!(allowed
+        .key_for(&address("erin@remote.test"))
+        .await
+        .is_some());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -453,6 +453,7 @@ pub async fn wkd_publishing(
         letterlock_queue::https::HttpsSettings {
             port: server.port,
             roots: Arc::new(ca.roots()),
+            public_addresses_only: false,
         },
     );
     (server, Arc::new(discovery))
