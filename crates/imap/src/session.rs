@@ -1597,6 +1597,23 @@ impl Session {
                 if needs_body && body.is_none() {
                     continue;
                 }
+                // RFC 3516 section 4.2: a part whose transfer encoding cannot be undone fails
+                // the whole command with UNKNOWN-CTE (responses already sent stand).
+                for item in &items {
+                    let (FetchItem::Binary { part, .. } | FetchItem::BinarySize { part }) = item
+                    else {
+                        continue;
+                    };
+                    if let Err(crate::mime::BinaryError::UnknownEncoding(encoding)) =
+                        crate::mime::binary_bytes(body.map(Vec::as_slice).unwrap_or_default(), part)
+                    {
+                        return Err(no(&format!(
+                            "[UNKNOWN-CTE] message {} part {} uses the transfer encoding {encoding:?}, which cannot be decoded",
+                            position + 1,
+                            part.iter().map(u32::to_string).collect::<Vec<_>>().join(".")
+                        )));
+                    }
+                }
                 let mut out = format!("* {} FETCH (", position + 1).into_bytes();
                 for (index, item) in items.iter().enumerate() {
                     if index > 0 {
@@ -1664,7 +1681,7 @@ impl Session {
                         }
                         encode::literal(out, &bytes);
                     }
-                    // A transfer encoding we cannot undo: the part is not served.
+                    // Refused before this response was begun (UNKNOWN-CTE, in `fetch`).
                     Err(_) => out.extend_from_slice(b" NIL"),
                 }
             }

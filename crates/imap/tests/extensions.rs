@@ -277,6 +277,28 @@ async fn binary_fetches_decoded_parts_and_appends_literal8() {
         .fetch(&letterlock_types::MailboxName::inbox(), 2)
         .expect("appended");
     assert_eq!(stored, appended);
+
+    // A transfer encoding the server cannot undo fails the command with UNKNOWN-CTE
+    // (RFC 3516 section 4.2); the raw part is still there by BODY, and the session goes on.
+    server
+        .store
+        .deliver(
+            &[address(USER)],
+            b"Subject: old\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n--b--\r\n",
+        )
+        .expect("deliver");
+    client.command("NOOP").await.assert_ok();
+    for command in ["FETCH 3 (BINARY.PEEK[1])", "UID FETCH 3 (BINARY.SIZE[1])"] {
+        let refused = client.command(command).await;
+        assert!(
+            refused.tagged.contains("NO [UNKNOWN-CTE]"),
+            "{command}: {}",
+            refused.tagged
+        );
+    }
+    let raw = client.command("FETCH 3 (BODY.PEEK[1])").await;
+    raw.assert_ok();
+    assert!(joined(&raw).contains("begin 644 x"), "{}", joined(&raw));
 }
 
 fn joined(reply: &common::Reply) -> String {
