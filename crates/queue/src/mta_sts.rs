@@ -7,7 +7,10 @@
 //! Policies are cached durably (section 5.1), so an attacker who strips the TXT record or
 //! blocks the policy server later cannot downgrade a domain the server has seen: a cached
 //! policy holds until its `max_age` runs out, and is refreshed when the TXT record's `id`
-//! changes. The cache is a table of the queue's engine, sealed under the queue key, with the
+//! changes. A policy in use is also fetched again once it is halfway to its `max_age` (at most
+//! [`REFRESH_AFTER_SECS_MAX`] old), keeping the cached one if that fails: a domain with mail
+//! flowing never reaches the expiry at which one blocked fetch would leave it without a policy
+//! (the proactive refresh RFC 8461's authors recommend for senders). The cache is a table of the queue's engine, sealed under the queue key, with the
 //! domain as a keyed hash: who the server writes to stays private.
 //!
 //! The policy is fetched with the crate's small HTTPS client ([`crate::https`]): one GET, no
@@ -30,6 +33,9 @@ pub const MTA_STS_POLICIES: Table = Table::new("mta_sts_policies");
 
 /// Section 3.3: "senders MAY impose a limit... of 64 KB" on the policy body.
 pub const POLICY_SIZE_MAX_BYTES: usize = 64 * 1024;
+/// A policy in use is fetched again after at most this long (or half its `max_age`).
+pub const REFRESH_AFTER_SECS_MAX: u64 = 24 * 60 * 60;
+
 /// Section 3.2: `max_age` is at most 31557600 seconds (about a year).
 pub const POLICY_MAX_AGE_MAX_SECS: u64 = 31_557_600;
 /// `mx` patterns kept from one policy.
@@ -149,6 +155,12 @@ impl Policy {
             .fetched_unix
             .saturating_add(self.max_age_secs.min(i64::MAX as u64) as i64)
     }
+
+    /// Old enough to be fetched again before use (see the module documentation).
+    pub fn refresh_due(&self, now: i64) -> bool {
+        let after = (self.max_age_secs / 2).min(REFRESH_AFTER_SECS_MAX);
+        now >= self.fetched_unix.saturating_add(after as i64)
+    }
 }
 
 /// Section 3.1: of the TXT records, those starting `v=STSv1` count; exactly one must, with an
@@ -208,7 +220,7 @@ pub async fn policy_for(
         }
     };
     let policy = match (announced, cached) {
-        (Some(id), Some(cached)) if cached.id == id => Some(cached),
+        (Some(id), Some(cached)) if cached.id == id && !cached.refresh_due(now) => Some(cached),
         (Some(id), cached) => match fetch_policy(resolver, fetch, domain, &id, now).await {
             Ok(fresh) => {
                 let (queue, owned, stored) = (queue.clone(), domain.clone(), fresh.clone());

@@ -419,3 +419,44 @@ async fn tls_results_are_reported_to_the_domains_tlsrpt_address() {
     let posted: TlsReport = serde_json::from_str(&json).expect("TLS-RPT JSON");
     assert_eq!(posted.policies, report.policies);
 }
+
+/// A policy in use is fetched again once halfway to its max_age, which extends it; when that
+/// fetch fails (the policy server blocked), the cached policy holds, and it holds past the
+/// first fetch's expiry because the refresh renewed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_in_use_is_refreshed_before_it_expires() {
+    use letterlock_queue::mta_sts::{policy_for, FetchSettings};
+    let setup = setup();
+    let ca = TestCa::new();
+    let (policy_cert, policy_key) = ca.leaf("mta-sts.remote.test");
+    let (port, requests) = policy_server(acceptor(vec![policy_cert], policy_key), ENFORCE).await;
+    let fetch = FetchSettings {
+        port,
+        roots: Arc::new(ca.roots()),
+        timeout: Duration::from_secs(5),
+    };
+    let domain = letterlock_types::Domain::try_from("remote.test").expect("domain");
+    let reachable = announcing("one");
+    let blocked = announcing("one").failing("mta-sts.remote.test");
+    let start = now_unix();
+    let mut fetches = Vec::new();
+    for (after_secs, resolver) in [
+        (0, &reachable),
+        (3_600, &reachable),
+        // max_age is a day (ENFORCE): halfway, it is fetched again.
+        (43_200, &reachable),
+        (50_000, &reachable),
+        // Due again, but the policy server cannot be reached: the cached policy holds...
+        (86_400, &blocked),
+        // ...past the first fetch's expiry, because the refresh renewed it.
+        (100_000, &blocked),
+    ] {
+        let policy = policy_for(&setup.queue, resolver, &fetch, &domain, start + after_secs).await;
+        assert!(
+            policy.is_some_and(|policy| policy.mx == ["mx.remote.test"]),
+            "no policy {after_secs} s after the first fetch"
+        );
+        fetches.push(requests.load(Ordering::SeqCst));
+    }
+    assert_eq!(fetches, [1, 1, 2, 2, 2, 2]);
+}
