@@ -97,7 +97,7 @@ impl Running {
     fn connector(&self) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(&self.certificate).expect("certificate");
-        for certificate in rustls_pemfile_certs(&pem) {
+        for certificate in pem_certificates(&pem) {
             roots.add(certificate).expect("add root");
         }
         let config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
@@ -141,7 +141,7 @@ impl Drop for Running {
     }
 }
 
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+fn pem_certificates(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .map(|certificate| certificate.expect("pem"))

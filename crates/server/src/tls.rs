@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
@@ -82,7 +83,10 @@ pub enum TlsError {
     #[error("{path} is larger than {size_max_bytes} bytes; it is not a PEM certificate or key")]
     TooLarge { path: PathBuf, size_max_bytes: u64 },
     #[error("{path} is not valid PEM: {source}")]
-    Pem { path: PathBuf, source: io::Error },
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("{path} holds no certificate (expected a PEM \"BEGIN CERTIFICATE\" block)")]
     NoCertificate { path: PathBuf },
     #[error("{path} holds no private key (expected a PEM PKCS#8, PKCS#1 or SEC1 private key)")]
@@ -355,7 +359,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_bounded(path)?;
-    let chain = rustls_pemfile::certs(&mut bytes.as_slice())
+    let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Pem {
             path: path.to_path_buf(),
@@ -371,14 +375,16 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read_bounded(path)?;
-    rustls_pemfile::private_key(&mut bytes.as_slice())
-        .map_err(|source| TlsError::Pem {
+    match PrivateKeyDer::from_pem_slice(&bytes) {
+        Ok(key) => Ok(key),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(TlsError::NoPrivateKey {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(TlsError::Pem {
             path: path.to_path_buf(),
             source,
-        })?
-        .ok_or_else(|| TlsError::NoPrivateKey {
-            path: path.to_path_buf(),
-        })
+        }),
+    }
 }
 
 /// Writes `path` through a temporary file and a rename, so a crash never leaves half a file,
@@ -429,7 +435,7 @@ mod tests {
     #[test]
     fn a_fresh_certificate_fits_its_hostname_but_not_another() {
         let (certificate_pem, _) = generate_self_signed("mail.example.org").expect("generate");
-        let chain = rustls_pemfile::certs(&mut certificate_pem.as_bytes())
+        let chain = CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .expect("parse");
         assert_eq!(reason_to_replace(&chain, "mail.example.org"), None);

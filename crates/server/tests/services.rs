@@ -108,7 +108,11 @@ impl Running {
 fn connector_trusting(certificate_path: &std::path::Path) -> TlsConnector {
     let pem = fs::read(certificate_path).expect("read certificate");
     let mut roots = RootCertStore::empty();
-    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for certificate in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
         roots.add(certificate.expect("PEM")).expect("trust anchor");
     }
     let config = ClientConfig::builder_with_provider(tls::crypto_provider())
@@ -230,7 +234,11 @@ async fn tls_1_2_is_accepted_and_the_certificate_is_really_checked() {
 
     let pem = fs::read(running._data.path().join("tls").join("cert.pem")).expect("read");
     let mut roots = RootCertStore::empty();
-    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for certificate in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
         roots.add(certificate.expect("PEM")).expect("anchor");
     }
     let tls12_only = ClientConfig::builder_with_provider(tls::crypto_provider())

@@ -128,4 +128,16 @@ fn a_missing_or_empty_file_is_named() {
     config.tls.private_key = Some(empty);
     let error = tls::load_or_generate(&config, data.path()).expect_err("empty");
     assert!(matches!(error, TlsError::NoPrivateKey { .. }), "{error}");
+
+    // A PEM block whose contents are not base64 is named as broken, not as missing.
+    let broken = data.path().join("broken.pem");
+    fs::write(
+        &broken,
+        "-----BEGIN PRIVATE KEY-----\n!!not base64!!\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    config.tls.private_key = Some(broken);
+    let error = tls::load_or_generate(&config, data.path()).expect_err("broken");
+    assert!(matches!(error, TlsError::Pem { .. }), "{error}");
+    assert!(error.to_string().contains("broken.pem"), "{error}");
 }

@@ -215,7 +215,11 @@ async fn run_case(case: &Case) -> f64 {
 fn connector(certificate: &std::path::Path) -> tokio_rustls::TlsConnector {
     let pem = std::fs::read(certificate).expect("certificate");
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for certificate in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
         roots.add(certificate.expect("PEM")).expect("root");
     }
     let config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())

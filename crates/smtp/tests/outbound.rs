@@ -56,7 +56,11 @@ for index in range(count):
 fn roots_of(certificate: &std::path::Path) -> rustls::RootCertStore {
     let pem = std::fs::read(certificate).expect("certificate");
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for certificate in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
         roots.add(certificate.expect("pem")).expect("root");
     }
     roots

@@ -120,7 +120,11 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
 fn connector_trusting(certificate_path: &std::path::Path) -> TlsConnector {
     let pem = fs::read(certificate_path).expect("read certificate");
     let mut roots = RootCertStore::empty();
-    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for certificate in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
         roots.add(certificate.expect("PEM")).expect("trust anchor");
     }
     let config = ClientConfig::builder_with_provider(tls::crypto_provider())
