@@ -1264,7 +1264,8 @@ impl Session {
     }
 
     /// The positions (in the selected mailbox) of the messages matching `key`, and the
-    /// envelopes that were read for it (all of them when `want_envelopes`).
+    /// index records (envelope, references) that were read for it (all of them when
+    /// `want_envelopes`).
     async fn evaluate(
         &mut self,
         key: &SearchKey,
@@ -1272,7 +1273,7 @@ impl Session {
     ) -> Result<
         (
             Vec<usize>,
-            std::collections::HashMap<u32, letterlock_mailstore::index::Envelope>,
+            std::collections::HashMap<u32, letterlock_mailstore::index::IndexRecord>,
         ),
         Done,
     > {
@@ -1291,7 +1292,7 @@ impl Session {
                 if needs.envelope {
                     for summary in user.summaries(&name, &loaded_uids)? {
                         if let Some(index) = summary.index {
-                            envelopes.insert(summary.uid, index.envelope);
+                            envelopes.insert(summary.uid, index);
                         }
                     }
                 }
@@ -1324,7 +1325,7 @@ impl Session {
                 largest_sequence,
                 largest_uid,
                 message,
-                envelope: envelopes.get(&message.uid),
+                envelope: envelopes.get(&message.uid).map(|index| &index.envelope),
                 word_hits: Some(&word_hits),
                 raw: raws.get(&message.uid).map(Vec::as_slice),
                 saved: &selected.saved,
@@ -1349,7 +1350,8 @@ impl Session {
             .iter()
             .map(|&position| {
                 let message = &selected.messages[position];
-                let envelope = envelopes.get(&message.uid);
+                let index = envelopes.get(&message.uid);
+                let envelope = index.map(|index| &index.envelope);
                 crate::thread::Threadable {
                     number: if uid {
                         message.uid
@@ -1358,6 +1360,9 @@ impl Session {
                     },
                     message_id: envelope.and_then(|envelope| envelope.message_id.clone()),
                     in_reply_to: envelope.and_then(|envelope| envelope.in_reply_to.clone()),
+                    references: index
+                        .map(|index| index.references.clone())
+                        .unwrap_or_default(),
                     sent: envelope
                         .and_then(|envelope| envelope.date.as_deref())
                         .and_then(mail_parser::DateTime::parse_rfc822)
@@ -1392,7 +1397,7 @@ impl Session {
                 crate::sort::Sortable {
                     sequence: position as u32 + 1,
                     message,
-                    envelope: envelopes.get(&message.uid),
+                    envelope: envelopes.get(&message.uid).map(|index| &index.envelope),
                 }
             })
             .collect();

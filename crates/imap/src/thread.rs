@@ -1,9 +1,11 @@
 //! THREAD=REFERENCES (RFC 5256 section 4): messages linked into threads by their Message-ID
-//! and In-Reply-To, siblings ordered by sent date.
+//! and References (In-Reply-To when a message has no References), siblings ordered by sent
+//! date.
 //!
-//! The index record keeps In-Reply-To but not the full References list, so a reply is hung
-//! under the message it answers directly; RFC 5256 allows In-Reply-To alone. Missing parents
-//! do not create placeholders: their replies become thread roots.
+//! A message hangs under its nearest ancestor in the mailbox: the last of its references
+//! present, so a reply whose direct parent was deleted still joins its thread. Missing
+//! ancestors do not create placeholder nodes (RFC 5256's dummy messages); a message with no
+//! ancestor present is a thread root.
 
 use std::collections::HashMap;
 
@@ -13,6 +15,8 @@ pub struct Threadable {
     pub number: u32,
     pub message_id: Option<String>,
     pub in_reply_to: Option<String>,
+    /// The References field's message IDs, oldest first.
+    pub references: Vec<String>,
     pub sent: i64,
 }
 
@@ -36,10 +40,21 @@ pub fn thread(messages: &[Threadable]) -> String {
     }
     let mut parent: Vec<Option<usize>> = vec![None; messages.len()];
     for (index, message) in messages.iter().enumerate() {
-        let Some(candidate) = message
-            .in_reply_to
-            .as_deref()
-            .and_then(|reply_to| index_by_id.get(&id_of(reply_to)).copied())
+        // RFC 5256: References, nearest first; In-Reply-To only without References.
+        let ancestors: Vec<&str> = if message.references.is_empty() {
+            message.in_reply_to.as_deref().into_iter().collect()
+        } else {
+            message
+                .references
+                .iter()
+                .rev()
+                .map(String::as_str)
+                .collect()
+        };
+        let Some(candidate) = ancestors
+            .into_iter()
+            .find_map(|ancestor| index_by_id.get(&id_of(ancestor)).copied())
+            .filter(|&candidate| candidate != index)
         else {
             continue;
         };
@@ -117,8 +132,35 @@ mod tests {
             number,
             message_id: Some(format!("<{id}@example.org>")),
             in_reply_to: reply_to.map(|parent| format!("<{parent}@example.org>")),
+            references: Vec::new(),
             sent,
         }
+    }
+
+    #[test]
+    fn references_hang_a_reply_under_its_nearest_ancestor_present() {
+        let with_references = |number: u32, id: &str, references: &[&str], sent: i64| {
+            let mut message = message(number, id, references.last().copied(), sent);
+            message.references = references
+                .iter()
+                .map(|reference| format!("<{reference}@example.org>"))
+                .collect();
+            message
+        };
+        let messages = [
+            message(1, "a", None, 10),
+            // b was deleted: c replies to it, and its References reach a.
+            with_references(3, "c", &["a", "b"], 30),
+            with_references(4, "d", &["a", "b", "c"], 40),
+            // In-Reply-To names a message here, but References (which win) name only
+            // missing ones: a root.
+            {
+                let mut message = message(5, "e", Some("a"), 50);
+                message.references = vec!["<gone@example.org>".into()];
+                message
+            },
+        ];
+        assert_eq!(thread(&messages), "(1 3 4)(5)");
     }
 
     #[test]

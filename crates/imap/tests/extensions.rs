@@ -122,6 +122,14 @@ async fn thread_references_links_replies_under_their_parents() {
             .deliver(&[address(USER)], message.as_bytes())
             .expect("deliver");
     }
+    // A reply to a message not in the mailbox, whose References reach back to a.
+    server
+        .store
+        .deliver(
+            &[address(USER)],
+            b"From: x@example.net\r\nMessage-ID: <f@x>\r\nIn-Reply-To: <gone@x>\r\nReferences: <a@x>\r\n <gone@x>\r\nDate: Mon, 23 Nov 2026 14:00:00 +0000\r\nSubject: s\r\n\r\nbody\r\n",
+        )
+        .expect("deliver");
     let mut client = Client::tls(&server).await;
     client
         .command(&format!("LOGIN {USER} \"{PASSWORD}\""))
@@ -140,8 +148,9 @@ async fn thread_references_links_replies_under_their_parents() {
         .map(|line| String::from_utf8_lossy(line).trim_end().to_string())
         .find(|line| line.starts_with("* THREAD"))
         .unwrap_or_default();
-    // 3 is the oldest root; 1 has two replies (2, then 4), and 2 has a reply (5).
-    assert_eq!(line, "* THREAD (3)(1 (2 5)(4))");
+    // 3 is the oldest root; 1 has three replies (2, then 4, then 6 by its References), and 2
+    // has a reply (5).
+    assert_eq!(line, "* THREAD (3)(1 (2 5)(4)(6))");
     let reply = client.command("THREAD ORDEREDSUBJECT UTF-8 ALL").await;
     assert!(reply.tagged.contains("BAD"), "{}", reply.tagged);
 }

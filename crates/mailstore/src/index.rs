@@ -21,6 +21,8 @@ pub const SEARCH_TERM_LENGTH_MAX_CHARS: usize = 48;
 pub const SEARCH_TERM_LENGTH_MIN_CHARS: usize = 2;
 /// MIME parts summarised per message.
 pub const PARTS_PER_MESSAGE_MAX: usize = 1_000;
+/// Message IDs kept from a References field: the nearest ancestors, which threading uses.
+pub const REFERENCES_PER_MESSAGE_MAX: usize = 100;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeAddress {
@@ -58,6 +60,48 @@ pub struct PartSummary {
 pub struct IndexRecord {
     pub envelope: Envelope,
     pub parts: Vec<PartSummary>,
+    /// The References field's message IDs (RFC 5322 section 3.6.4), oldest first, at most
+    /// [`REFERENCES_PER_MESSAGE_MAX`] (the last ones).
+    pub references: Vec<String>,
+}
+
+/// An index record as written before `references` (postcard has no optional fields).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct IndexRecordV1 {
+    envelope: Envelope,
+    parts: Vec<PartSummary>,
+}
+
+impl IndexRecord {
+    /// Decodes a stored record, of this format or the one before `references`.
+    pub fn decode(bytes: &[u8]) -> crate::error::Result<IndexRecord> {
+        match crate::records::decode::<IndexRecord>("index record", bytes) {
+            Ok(record) => Ok(record),
+            Err(error) => match postcard::from_bytes::<IndexRecordV1>(bytes) {
+                Ok(old) => Ok(IndexRecord {
+                    envelope: old.envelope,
+                    parts: old.parts,
+                    references: Vec::new(),
+                }),
+                Err(_) => Err(error),
+            },
+        }
+    }
+}
+
+/// The `<...>` message IDs in a References (or In-Reply-To) field, in order.
+fn message_ids(raw: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find('<') {
+        let Some(length) = rest[start..].find('>') else {
+            break;
+        };
+        ids.push(rest[start..=start + length].to_string());
+        rest = &rest[start + length + 1..];
+    }
+    ids
 }
 
 /// What search needs: lowercased words of the headers and text parts, sorted, unique.
@@ -145,8 +189,18 @@ impl IndexRecord {
             }
         }
 
+        let mut references = parsed
+            .header_raw("References")
+            .map(message_ids)
+            .unwrap_or_default();
+        references.drain(..references.len().saturating_sub(REFERENCES_PER_MESSAGE_MAX));
+
         (
-            IndexRecord { envelope, parts },
+            IndexRecord {
+                envelope,
+                parts,
+                references,
+            },
             SearchTerms {
                 terms: terms.into_iter().collect(),
             },
@@ -197,6 +251,33 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n\
             .iter()
             .any(|part| part.content_type == "application/pdf"
                 && part.file_name.as_deref() == Some("f.pdf")));
+    }
+
+    #[test]
+    fn references_are_kept_in_order_and_older_records_still_read() {
+        let (record, _) = IndexRecord::extract(
+            b"Message-ID: <c@x>\r\nIn-Reply-To: <b@x>\r\nReferences: <a@x>\r\n <b@x> junk <b2@x>\r\n\r\nhi\r\n",
+        );
+        assert_eq!(record.references, ["<a@x>", "<b@x>", "<b2@x>"]);
+        let many: String = (0..150).map(|n| format!("<{n}@x> ")).collect();
+        let (record, _) =
+            IndexRecord::extract(format!("References: {many}\r\n\r\nhi\r\n").as_bytes());
+        assert_eq!(record.references.len(), REFERENCES_PER_MESSAGE_MAX);
+        assert_eq!(
+            record.references.last().map(String::as_str),
+            Some("<149@x>")
+        );
+
+        let old = IndexRecordV1 {
+            envelope: record.envelope.clone(),
+            parts: record.parts.clone(),
+        };
+        let bytes = crate::records::encode(&old).expect("encode");
+        let read = IndexRecord::decode(&bytes).expect("an older record reads");
+        assert!(read.references.is_empty());
+        assert_eq!(read.envelope, record.envelope);
+        let current = crate::records::encode(&record).expect("encode");
+        assert_eq!(IndexRecord::decode(&current).expect("decode"), record);
     }
 
     #[test]

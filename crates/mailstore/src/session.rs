@@ -533,7 +533,7 @@ fn open_index(session_key: &SessionKey, record: &MessageRecord) -> Result<IndexR
     let bytes = session_key
         .derive(INDEX_KEY_PURPOSE)
         .open(INDEX_CONTEXT, &record.sealed_index)?;
-    records::decode("index record", &bytes)
+    IndexRecord::decode(&bytes)
 }
 
 /// A mailbox's counts, read from the clear metadata only (no decryption): IMAP STATUS.
