@@ -351,6 +351,8 @@ pub fn user(
                     fingerprint,
                     unreadable_messages,
                 } => {
+                    // The sealed contacts went with the old account key; so do their copies.
+                    trusted_senders.forget_account(&address)?;
                     writeln!(
                         out,
                         "password of {address} reset WITHOUT the recovery code."
@@ -361,7 +363,7 @@ pub fn user(
                     )?;
                     writeln!(
                         out,
-                        "App passwords were removed. New OpenPGP key: {fingerprint}"
+                        "App passwords and trusted contact keys were removed. New OpenPGP key: {fingerprint}"
                     )?;
                     print_recovery_code(&recovery_code, out)?;
                 }

@@ -182,11 +182,41 @@ fn admin_reset_without_recovery_code_says_old_mail_is_lost() {
         &["deliver", "alice@example.org"],
         "Subject: old\r\n\r\nold\r\n",
     );
+    let carol = letterlock_crypto::openpgp::UserKey::generate("carol@remote.test")
+        .expect("key")
+        .public_key();
+    let carol_file = env.root.path().join("carol.asc");
+    std::fs::write(&carol_file, carol.to_armored().expect("armour")).expect("write");
+    env.ok(
+        &[
+            "user",
+            "contact-key",
+            "add",
+            "alice@example.org",
+            "carol@remote.test",
+            "--file",
+            carol_file.to_str().expect("utf-8"),
+        ],
+        &format!("{PASSWORD}\n"),
+    );
     let out = env.ok(
         &["user", "passwd", "alice@example.org"],
         "new password here\n",
     );
     assert!(out.contains("WITHOUT the recovery code"), "{out}");
+    assert!(out.contains("trusted contact keys were removed"), "{out}");
+    assert_eq!(
+        env.trusted_sender_key("alice@example.org", "carol@remote.test"),
+        None,
+        "the copy for delivery went with the sealed contact"
+    );
+    assert_eq!(
+        env.ok(
+            &["user", "contact-key", "list", "alice@example.org"],
+            "new password here\n"
+        ),
+        ""
+    );
     assert!(out.contains("1 message(s) stored before now"), "{out}");
     assert!(out.contains("can no longer be read"), "{out}");
     let new_code = recovery_code(&out);

@@ -594,13 +594,23 @@ impl MailStore {
         user.app_passwords.clear();
         user.keys.push(key_record);
         put_record(tx.as_mut(), USERS, address.to_string().as_bytes(), &user)?;
-        // Promoted session keys were sealed under the old account key: useless now.
-        for (key, _) in tx.scan(
-            records::PROMOTED_KEYS,
-            KeyRange::prefix(&records::u64_key(user.id)),
-            SCAN_ROWS_MAX,
-        )? {
-            tx.delete(records::PROMOTED_KEYS, &key)?;
+        // What was sealed under the old account key is useless now, and would only fail to
+        // open: promoted session keys, merged search indexes (rebuilt from the mail still
+        // readable), trusted contact keys (their addresses are keyed under it too).
+        for (table, prefix) in [
+            (records::PROMOTED_KEYS, records::u64_key(user.id).to_vec()),
+            (
+                crate::search_index::SEARCH_INDEX,
+                records::u64_key(user.id).to_vec(),
+            ),
+            (
+                crate::contacts::CONTACT_KEYS,
+                crate::contacts::user_prefix(user.id),
+            ),
+        ] {
+            for (key, _) in tx.scan(table, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
+                tx.delete(table, &key)?;
+            }
         }
         tx.commit()?;
         self.unlock_cache.forget(address);

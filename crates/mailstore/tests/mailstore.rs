@@ -192,6 +192,28 @@ fn admin_reset_without_recovery_code_cannot_read_old_mail() {
     store
         .deliver(std::slice::from_ref(&alice), &message("old", "old mail"))
         .expect("deliver");
+    // State sealed under the old account key: a merged search index and a trusted contact.
+    {
+        let before = store
+            .unlock(&alice, &Secret::from(PASSWORD))
+            .expect("unlock");
+        assert_eq!(
+            before
+                .search_index(&MailboxName::inbox())
+                .expect("index")
+                .uids_with("old")
+                .len(),
+            1
+        );
+        let carol = letterlock_crypto::openpgp::UserKey::generate("carol@remote.test")
+            .expect("key")
+            .public_key()
+            .to_bytes()
+            .expect("bytes");
+        before
+            .trust_key(&address("carol@remote.test"), &carol)
+            .expect("trust");
+    }
     let new_password = Secret::from("another new password");
     let reset = store
         .set_password(
@@ -230,6 +252,17 @@ fn admin_reset_without_recovery_code_cannot_read_old_mail() {
     let listing = session.list_messages(&MailboxName::inbox()).expect("list");
     assert!(listing[0].index.is_none());
     assert!(listing[1].index.is_some());
+    // What was sealed under the old account key is gone, not in the way: search works on the
+    // mail that can be read, and the trusted contacts start empty.
+    let index = session
+        .search_index(&MailboxName::inbox())
+        .expect("search after a reset");
+    assert!(index.uids_with("old").is_empty());
+    assert_eq!(index.uids_with("new").into_iter().collect::<Vec<_>>(), [2]);
+    assert!(session
+        .trusted_keys()
+        .expect("contacts after a reset")
+        .is_empty());
 }
 
 #[test]
