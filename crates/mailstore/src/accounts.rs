@@ -369,26 +369,9 @@ impl MailStore {
             let mailbox: MailboxRecord = records::decode("mailbox", &value)?;
             crate::delivery::delete_mailbox_messages(tx.as_mut(), &mailbox)?;
             tx.delete(MAILBOXES, &mailbox_key)?;
-            tx.delete(
-                crate::search_index::SEARCH_INDEX,
-                &crate::search_index::index_key(user.id, mailbox.id),
-            )?;
         }
-        for (key, _) in tx.scan(
-            records::PROMOTED_KEYS,
-            KeyRange::prefix(&id_key),
-            SCAN_ROWS_MAX,
-        )? {
-            tx.delete(records::PROMOTED_KEYS, &key)?;
-        }
+        delete_sealed_under_account_key(tx.as_mut(), user.id)?;
         tx.delete(USAGE, &id_key)?;
-        for (key, _) in tx.scan(
-            crate::contacts::CONTACT_KEYS,
-            KeyRange::prefix(&crate::contacts::user_prefix(user.id)),
-            SCAN_ROWS_MAX,
-        )? {
-            tx.delete(crate::contacts::CONTACT_KEYS, &key)?;
-        }
         for key in [
             crate::spam_models::user_model_key(user.id),
             crate::spam_models::correspondents_key(user.id),
@@ -595,23 +578,8 @@ impl MailStore {
         user.keys.push(key_record);
         put_record(tx.as_mut(), USERS, address.to_string().as_bytes(), &user)?;
         // What was sealed under the old account key is useless now, and would only fail to
-        // open: promoted session keys, merged search indexes (rebuilt from the mail still
-        // readable), trusted contact keys (their addresses are keyed under it too).
-        for (table, prefix) in [
-            (records::PROMOTED_KEYS, records::u64_key(user.id).to_vec()),
-            (
-                crate::search_index::SEARCH_INDEX,
-                records::u64_key(user.id).to_vec(),
-            ),
-            (
-                crate::contacts::CONTACT_KEYS,
-                crate::contacts::user_prefix(user.id),
-            ),
-        ] {
-            for (key, _) in tx.scan(table, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
-                tx.delete(table, &key)?;
-            }
-        }
+        // open (the merged search indexes are rebuilt from the mail still readable).
+        delete_sealed_under_account_key(tx.as_mut(), user.id)?;
         tx.commit()?;
         self.unlock_cache.forget(address);
         Ok(PasswordReset::NewKeys {
@@ -802,6 +770,27 @@ pub(crate) fn resolve_in(
         }
     }
     Err(StoreError::UnknownRecipient(recipient.clone()))
+}
+
+/// Every row of `user_id` sealed under its account key: promoted session keys, merged search
+/// indexes, trusted contact keys (whose addresses are keyed under it too).
+fn delete_sealed_under_account_key(tx: &mut dyn WriteTransaction, user_id: u64) -> Result<()> {
+    for (table, prefix) in [
+        (records::PROMOTED_KEYS, records::u64_key(user_id).to_vec()),
+        (
+            crate::search_index::SEARCH_INDEX,
+            records::u64_key(user_id).to_vec(),
+        ),
+        (
+            crate::contacts::CONTACT_KEYS,
+            crate::contacts::user_prefix(user_id),
+        ),
+    ] {
+        for (key, _) in tx.scan(table, KeyRange::prefix(&prefix), SCAN_ROWS_MAX)? {
+            tx.delete(table, &key)?;
+        }
+    }
+    Ok(())
 }
 
 /// Normalised alias key: `local@domain`, or `@domain` for a catch-all.
