@@ -187,10 +187,14 @@ impl Unlocked {
         let stored_index = match &cached {
             Some(_) => None,
             None => {
-                let mut stored = match tx.get(SEARCH_INDEX, &key)? {
-                    Some(sealed) => decode_stored(&sealer.open(&key, &sealed)?)?,
-                    None => StoredIndex::default(),
-                };
+                // The index is a cache of what the messages hold: one that does not open (sealed
+                // under an account key since replaced, by a session that outlived an admin
+                // reset) is built again rather than standing in the way of search.
+                let mut stored = tx
+                    .get(SEARCH_INDEX, &key)?
+                    .and_then(|sealed| sealer.open(&key, &sealed).ok())
+                    .and_then(|plain| decode_stored(&plain).ok())
+                    .unwrap_or_default();
                 if stored.uid_validity != mailbox.uid_validity {
                     stored = StoredIndex {
                         uid_validity: mailbox.uid_validity,

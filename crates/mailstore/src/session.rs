@@ -430,8 +430,13 @@ impl Unlocked {
         promotions: &mut Vec<([u8; 16], SessionKey)>,
     ) -> Result<SessionKey> {
         let promoted = records::promoted_key(self.user.id, record.blob_id);
-        if let Some(sealed) = tx.get(PROMOTED_KEYS, &promoted)? {
-            let bytes = zeroize::Zeroizing::new(self.promoted_key_sealer.open(&promoted, &sealed)?);
+        // A wrapping that does not open was made under an account key since replaced (by a
+        // session that outlived an admin reset): the public-key path decides, and replaces it.
+        if let Some(bytes) = tx
+            .get(PROMOTED_KEYS, &promoted)?
+            .and_then(|sealed| self.promoted_key_sealer.open(&promoted, &sealed).ok())
+        {
+            let bytes = zeroize::Zeroizing::new(bytes);
             return Ok(SessionKey::from_bytes(&bytes)?);
         }
         let key = self
@@ -721,12 +726,11 @@ impl Unlocked {
             crate::delivery::check_quota(tx.as_ref(), &user, record.size_bytes)?;
             let blob = stored_blob(tx.as_ref(), &record)?;
             let old_promoted = records::promoted_key(self.user.id, record.blob_id);
-            let promoted_session_key = match tx.get(PROMOTED_KEYS, &old_promoted)? {
-                Some(sealed) => Some(zeroize::Zeroizing::new(
-                    self.promoted_key_sealer.open(&old_promoted, &sealed)?,
-                )),
-                None => None,
-            };
+            // One that does not open (see `session_key`) is not copied.
+            let promoted_session_key = tx
+                .get(PROMOTED_KEYS, &old_promoted)?
+                .and_then(|sealed| self.promoted_key_sealer.open(&old_promoted, &sealed).ok())
+                .map(zeroize::Zeroizing::new);
             let blob_id = crate::next_id(tx.as_mut(), records::COUNTER_BLOB_ID)?;
             tx.put(BLOBS, &records::u64_key(blob_id), &blob)?;
             if let Some(session_key) = promoted_session_key {

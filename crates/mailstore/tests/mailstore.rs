@@ -214,6 +214,10 @@ fn admin_reset_without_recovery_code_cannot_read_old_mail() {
             .trust_key(&address("carol@remote.test"), &carol)
             .expect("trust");
     }
+    // A session that outlives the reset still holds the old account key.
+    let stale = store
+        .unlock(&alice, &Secret::from(PASSWORD))
+        .expect("unlock");
     let new_password = Secret::from("another new password");
     let reset = store
         .set_password(
@@ -230,6 +234,27 @@ fn admin_reset_without_recovery_code_cannot_read_old_mail() {
         panic!("an admin reset must issue new keys");
     };
     assert_eq!(unreadable_messages, 1);
+    // What the stale session writes now is sealed under the old account key (an index of the
+    // mail it can still read, a contact): it must not get in the way of the new key.
+    assert_eq!(
+        stale
+            .search_index(&MailboxName::inbox())
+            .expect("the stale session merges")
+            .uids_with("old")
+            .len(),
+        1
+    );
+    stale
+        .trust_key(
+            &address("dan@remote.test"),
+            &letterlock_crypto::openpgp::UserKey::generate("dan@remote.test")
+                .expect("key")
+                .public_key()
+                .to_bytes()
+                .expect("bytes"),
+        )
+        .expect("the stale session trusts a key");
+    drop(stale);
     let session = store.unlock(&alice, &new_password).expect("unlock");
     assert!(matches!(
         session.fetch(&MailboxName::inbox(), 1),
