@@ -285,6 +285,15 @@ impl Default for QueueSettings {
     }
 }
 
+/// One message to queue, with its envelope (see [`Queue::enqueue_many`]).
+pub struct Submission<'a> {
+    pub sender: Option<EmailAddress>,
+    pub recipients: &'a [RecipientRequest],
+    pub requiretls: bool,
+    pub dsn: DsnRequest,
+    pub message: &'a [u8],
+}
+
 /// The outbound queue. Cheap to clone; clones share the engine.
 #[derive(Clone)]
 pub struct Queue {
@@ -350,6 +359,60 @@ impl Queue {
         dsn: DsnRequest,
         message: &[u8],
     ) -> Result<QueueId> {
+        let ids = self.enqueue_many(&[Submission {
+            sender,
+            recipients,
+            requiretls,
+            dsn,
+            message,
+        }])?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| QueueError::Corrupted("no entry made".into()))
+    }
+
+    /// Several entries in one durable commit: all are queued, or (on any error) none. A
+    /// submission that leaves as several copies (one per encryption group) is queued so, and a
+    /// client retrying after a failure cannot make the earlier copies go out twice.
+    pub fn enqueue_many(&self, submissions: &[Submission<'_>]) -> Result<Vec<QueueId>> {
+        let mut prepared = Vec::with_capacity(submissions.len());
+        for submission in submissions {
+            prepared.push((self.envelope_of(submission)?, submission.message));
+        }
+        let now = now_unix();
+        let mut tx = self.engine.begin_write()?;
+        let mut ids = Vec::with_capacity(prepared.len());
+        for (envelope, message) in prepared {
+            let id = next_id(tx.as_mut())?;
+            let record = EntryRecord {
+                created_unix: now,
+                expires_unix: now.saturating_add(self.settings.expiry_secs as i64),
+                next_attempt_unix: now,
+                attempts: 0,
+                lease: None,
+                size_bytes: message.len() as u64,
+                sealed_envelope: self.seal_envelope(id, &envelope)?,
+            };
+            tx.put(
+                QUEUE_BODIES,
+                &id.0.to_be_bytes(),
+                &self.seal_body(id, message),
+            )?;
+            tx.put(
+                QUEUE_ENTRIES,
+                &id.0.to_be_bytes(),
+                &postcard::to_stdvec(&record)?,
+            )?;
+            tx.put(QUEUE_DUE, &due_key(now, id), &[])?;
+            ids.push(id);
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// The envelope of a submission, after its limits are checked.
+    fn envelope_of(&self, submission: &Submission<'_>) -> Result<Envelope> {
+        let recipients = submission.recipients;
         if recipients.is_empty() {
             return Err(QueueError::NoRecipients);
         }
@@ -359,9 +422,9 @@ impl Queue {
                 limit: RECIPIENTS_PER_ENTRY_MAX,
             });
         }
-        if message.len() > self.settings.message_size_max_bytes {
+        if submission.message.len() > self.settings.message_size_max_bytes {
             return Err(QueueError::MessageTooLarge {
-                size_bytes: message.len(),
+                size_bytes: submission.message.len(),
                 limit_bytes: self.settings.message_size_max_bytes,
             });
         }
@@ -371,10 +434,10 @@ impl Queue {
                 unique.push(recipient);
             }
         }
-        let envelope = Envelope {
-            sender,
-            requiretls,
-            dsn,
+        Ok(Envelope {
+            sender: submission.sender.clone(),
+            requiretls: submission.requiretls,
+            dsn: submission.dsn.clone(),
             recipients: unique
                 .into_iter()
                 .map(|request| Recipient {
@@ -387,32 +450,7 @@ impl Queue {
                 })
                 .collect(),
             last_error: None,
-        };
-        let now = now_unix();
-        let mut tx = self.engine.begin_write()?;
-        let id = next_id(tx.as_mut())?;
-        let record = EntryRecord {
-            created_unix: now,
-            expires_unix: now.saturating_add(self.settings.expiry_secs as i64),
-            next_attempt_unix: now,
-            attempts: 0,
-            lease: None,
-            size_bytes: message.len() as u64,
-            sealed_envelope: self.seal_envelope(id, &envelope)?,
-        };
-        tx.put(
-            QUEUE_BODIES,
-            &id.0.to_be_bytes(),
-            &self.seal_body(id, message),
-        )?;
-        tx.put(
-            QUEUE_ENTRIES,
-            &id.0.to_be_bytes(),
-            &postcard::to_stdvec(&record)?,
-        )?;
-        tx.put(QUEUE_DUE, &due_key(now, id), &[])?;
-        tx.commit()?;
-        Ok(id)
+        })
     }
 
     /// Every entry, oldest first (at most [`LIST_ENTRIES_MAX`]).

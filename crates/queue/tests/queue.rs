@@ -82,6 +82,39 @@ fn the_queue_survives_reopening_the_engine_and_needs_its_key() {
     assert!(matches!(wrong_key.list(), Err(QueueError::Corrupted(_))));
 }
 
+/// Several copies of one submission are queued in one commit: all of them, or, when one is
+/// refused, none.
+#[test]
+fn several_copies_are_queued_together_or_not_at_all() {
+    use letterlock_queue::store::Submission;
+    let setup = setup();
+    let carol = [RecipientRequest::from(address("carol@remote.test"))];
+    let dan = [RecipientRequest::from(address("dan@remote.test"))];
+    let (one, two) = (message("one"), message("two"));
+    let submission = |recipients, message| Submission {
+        sender: Some(address(ALICE)),
+        recipients,
+        requiretls: false,
+        dsn: DsnRequest::default(),
+        message,
+    };
+    let ids = setup
+        .queue
+        .enqueue_many(&[submission(&carol, &one), submission(&dan, &two)])
+        .expect("both queued");
+    assert_eq!(ids.len(), 2);
+    assert_eq!(setup.queue.list().expect("list").len(), 2);
+    // The second copy has no recipient: refused, and the first is not queued either.
+    let refused = setup
+        .queue
+        .enqueue_many(&[submission(&carol, &one), submission(&[], &two)]);
+    assert!(
+        matches!(refused, Err(QueueError::NoRecipients)),
+        "{refused:?}"
+    );
+    assert_eq!(setup.queue.list().expect("list").len(), 2);
+}
+
 #[test]
 fn concurrent_claims_never_hand_out_one_entry_twice() {
     let setup = setup();

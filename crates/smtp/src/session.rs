@@ -1177,38 +1177,38 @@ impl SmtpServer {
             self.report_local_success(state, &transaction, delivered, &body)
                 .await;
         }
-        {
+        if !copies.is_empty() {
+            // Every copy signed and framed first, then all queued in one commit.
+            let mut framed = Vec::with_capacity(copies.len());
             for (recipients, body) in copies {
                 let single = match recipients.as_slice() {
                     [only] => Some(only.clone()),
                     _ => None,
                 };
-                let queued = async {
-                    let message = self
-                        .outgoing_message(
-                            state,
-                            &transaction_id,
-                            &transaction.sender,
-                            single.as_ref(),
-                            &body,
-                        )
-                        .await?;
-                    let requests = recipients
-                        .into_iter()
-                        .map(|address| transaction.request(address))
-                        .collect();
-                    self.enqueue(
-                        sender.clone(),
-                        requests,
-                        requiretls,
-                        transaction.dsn.clone(),
-                        message,
+                let message = match self
+                    .outgoing_message(
+                        state,
+                        &transaction_id,
+                        &transaction.sender,
+                        single.as_ref(),
+                        &body,
                     )
                     .await
+                {
+                    Ok(message) => message,
+                    Err(reply) => return reply,
                 };
-                if let Err(reply) = queued.await {
-                    return reply;
-                }
+                let requests: Vec<RecipientRequest> = recipients
+                    .into_iter()
+                    .map(|address| transaction.request(address))
+                    .collect();
+                framed.push((requests, message));
+            }
+            if let Err(reply) = self
+                .enqueue(sender.clone(), requiretls, transaction.dsn.clone(), framed)
+                .await
+            {
+                return reply;
             }
         }
         if let Some(authenticated) = &state.auth {
@@ -1416,10 +1416,9 @@ impl SmtpServer {
         } else {
             self.enqueue(
                 None,
-                vec![RecipientRequest::from(sender.clone())],
                 false,
                 DsnRequest::default(),
-                message,
+                vec![(vec![RecipientRequest::from(sender.clone())], message)],
             )
             .await
             .map_err(|reply| format!("{reply:?}"))
@@ -1468,15 +1467,14 @@ impl SmtpServer {
         Ok(message)
     }
 
-    /// Put a submitted message in the outbound queue (a durable commit, sealed under the spool
-    /// key) and wake the runner.
+    /// Put a submitted message's copies in the outbound queue (one durable commit for all,
+    /// sealed under the spool key) and wake the runner.
     async fn enqueue(
         &self,
         sender: Option<EmailAddress>,
-        recipients: Vec<RecipientRequest>,
         requiretls: bool,
         dsn: DsnRequest,
-        message: Vec<u8>,
+        copies: Vec<(Vec<RecipientRequest>, Vec<u8>)>,
     ) -> Result<(), Reply> {
         let Some(outbound) = &self.outbound else {
             return Err(Reply::new(
@@ -1487,12 +1485,26 @@ impl SmtpServer {
         };
         let queue = outbound.queue.clone();
         let queued = tokio::task::spawn_blocking(move || {
-            queue.enqueue_with_dsn(sender, &recipients, requiretls, dsn, &message)
+            let submissions: Vec<letterlock_queue::store::Submission<'_>> = copies
+                .iter()
+                .map(
+                    |(recipients, message)| letterlock_queue::store::Submission {
+                        sender: sender.clone(),
+                        recipients,
+                        requiretls,
+                        dsn: dsn.clone(),
+                        message,
+                    },
+                )
+                .collect();
+            queue.enqueue_many(&submissions)
         })
         .await;
         match queued {
-            Ok(Ok(id)) => {
-                tracing::info!(entry = %id, "queued for remote delivery");
+            Ok(Ok(ids)) => {
+                for id in ids {
+                    tracing::info!(entry = %id, "queued for remote delivery");
+                }
                 if let Some(wake) = &outbound.wake {
                     wake.notify_one();
                 }
