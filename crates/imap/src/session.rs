@@ -426,6 +426,15 @@ impl Session {
                 Ok(Ok(Some(frame))) => frame,
             };
             self.throttle().await;
+            // An account reset by its administrator (or removed) ends the sessions that hold
+            // its old key (RFC 9051 section 7.1.5: BYE, then the connection closes).
+            if self.user.is_some()
+                && !matches!(self.blocking(|user| user.is_current()).await, Ok(true))
+            {
+                io.line("* BYE the account's credentials were reset; log in again");
+                let _ = io.flush().await;
+                return Outcome::Ended;
+            }
             let (tag, done) = match frame {
                 Frame::Command(bytes) => match syntax::parse_command(&bytes) {
                     Ok((tag, command)) => {

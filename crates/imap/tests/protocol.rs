@@ -41,6 +41,44 @@ async fn imaps_greets_with_capabilities_and_logs_in_and_out() {
     reply.assert_ok();
 }
 
+/// An administrator's reset without the recovery code (the account was taken over, say) ends
+/// the sessions still holding the old key: the next command gets BYE and the connection
+/// closes; a login with the new password works.
+#[tokio::test]
+async fn a_reset_account_ends_its_open_sessions() {
+    let server = common::start().await;
+    let mut client = Client::logged_in(&server).await;
+    client.command("SELECT INBOX").await.assert_ok();
+    server
+        .store
+        .set_password(
+            &address(USER),
+            &letterlock_types::Secret::from("a new password after a takeover"),
+            letterlock_mailstore::PasswordAuthority::AdminWithoutRecovery,
+        )
+        .expect("reset");
+    let tag = client.next_tag();
+    client.send_raw(format!("{tag} NOOP\r\n").as_bytes()).await;
+    let bye = String::from_utf8_lossy(&client.read_response().await).into_owned();
+    assert!(bye.starts_with("* BYE") && bye.contains("reset"), "{bye}");
+    let mut rest = Vec::new();
+    let read = common::within(tokio::io::AsyncReadExt::read_to_end(
+        client.reader.get_mut(),
+        &mut rest,
+    ))
+    .await;
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "nothing after BYE: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    let mut again = Client::tls(&server).await;
+    again
+        .command(&format!("LOGIN {USER} \"a new password after a takeover\""))
+        .await
+        .assert_ok();
+}
+
 #[tokio::test]
 async fn port_143_refuses_credentials_until_starttls_and_discards_pipelined_plaintext() {
     let server = common::start().await;

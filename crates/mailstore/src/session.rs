@@ -91,6 +91,23 @@ impl Unlocked {
         self.user.id
     }
 
+    /// Whether the account still has the account key this session holds: false after an
+    /// administrator's reset without the recovery code (the account got a new key, often
+    /// because it was taken over) or once the account is removed. Sessions check it before
+    /// each command and end when it is false. One read of the account record.
+    pub fn is_current(&self) -> Result<bool> {
+        let tx = self.store.engine.begin_read()?;
+        let current: Option<UserRecord> = get_record(
+            tx.as_ref(),
+            records::USERS,
+            self.user.address.to_string().as_bytes(),
+        )?;
+        Ok(current.is_some_and(|user| {
+            user.id == self.user.id
+                && user.account_key_generation == self.user.account_key_generation
+        }))
+    }
+
     pub(crate) fn store(&self) -> &MailStore {
         &self.store
     }

@@ -221,6 +221,23 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send>(
             Ok(Ok(Line::TooLong)) => Err(CommandError::LineTooLong),
             Ok(Ok(Line::Complete(bytes))) => Command::parse(&bytes),
         };
+        // An account reset by its administrator (or removed) ends the session holding its old
+        // key; nothing marked for deletion is removed.
+        if let Some((maildrop, _)) = &state.maildrop {
+            let session = Arc::clone(&maildrop.session);
+            let current = tokio::task::spawn_blocking(move || session.is_current()).await;
+            if !matches!(current, Ok(Ok(true))) {
+                let _ = write(
+                    &mut reader,
+                    &err_code(
+                        ResponseCode::Auth,
+                        "the account's credentials were reset; log in again",
+                    ),
+                )
+                .await;
+                return close(reader).await;
+            }
+        }
         let step = match line {
             Ok(command) => state.execute(command, &mut reader).await,
             Err(error) => Step::Reply(err(&error.to_string()), false),

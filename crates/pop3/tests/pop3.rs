@@ -237,6 +237,35 @@ async fn retrieve_list_uidl_top_over_tls() {
     assert!(client.command("QUIT").await.starts_with("+OK"));
 }
 
+/// An administrator's reset without the recovery code ends a POP3 session holding the old
+/// key: the next command gets -ERR [AUTH], the connection closes, and what the session had
+/// marked for deletion stays.
+#[tokio::test]
+async fn a_reset_account_ends_its_open_session_and_deletes_nothing() {
+    let running = Running::start().await;
+    running.deliver(&message("one"));
+    let mut client = running.logged_in().await;
+    assert!(client.command("DELE 1").await.starts_with("+OK"));
+    running
+        .store
+        .set_password(
+            &alice(),
+            &Secret::from("a new password after a takeover"),
+            letterlock_mailstore::PasswordAuthority::AdminWithoutRecovery,
+        )
+        .expect("reset");
+    let reply = client.command("QUIT").await;
+    assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
+    assert_eq!(client.line().await, "", "closed");
+    let listed = running
+        .store
+        .unlock(&alice(), &Secret::from("a new password after a takeover"))
+        .expect("unlock")
+        .list_messages(&MailboxName::inbox())
+        .expect("list");
+    assert_eq!(listed.len(), 1, "nothing deleted");
+}
+
 #[tokio::test]
 async fn dele_takes_effect_only_at_quit() {
     let running = Running::start().await;
