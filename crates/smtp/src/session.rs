@@ -685,6 +685,20 @@ impl SmtpServer {
         if state.mode == Mode::Submission && state.auth.is_none() {
             return Reply::new(530, "5.7.0", "Authentication required");
         }
+        // An account reset by its administrator since AUTH: this session's key is not the
+        // account's any more, so it must authenticate again (RFC 4954 section 6).
+        if let Some(authenticated) = &state.auth {
+            let unlocked = Arc::clone(&authenticated.unlocked);
+            let current = tokio::task::spawn_blocking(move || unlocked.is_current()).await;
+            if !matches!(current, Ok(Ok(true))) {
+                state.auth = None;
+                return Reply::new(
+                    530,
+                    "5.7.0",
+                    "Authentication required: the account's credentials were reset",
+                );
+            }
+        }
         if from.flags & smtp_proto::MAIL_REQUIRETLS != 0 && state.tls.is_none() {
             return Reply::new(530, "5.7.10", "REQUIRETLS needs a TLS session");
         }

@@ -466,7 +466,7 @@ async fn plaintext_canaries_never_reach_the_data_directory() {
     }
 }
 
-async fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> String {
     let mut all = String::new();
     loop {
         let mut line = String::new();
@@ -544,6 +544,57 @@ async fn commands_pipelined_behind_starttls_are_discarded() {
     assert!(first.starts_with("503 5.5.1"), "{rest}");
     assert!(rest.contains("REQUIRETLS"), "REQUIRETLS after TLS: {rest}");
     assert!(!rest.contains("STARTTLS"), "{rest}");
+    server.stop().await;
+}
+
+/// An administrator's reset without the recovery code after a submission client authenticated
+/// (its session holds the old account key): the next MAIL is refused with 530, so the client
+/// must authenticate again, with the new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_account_must_authenticate_again_before_sending() {
+    use base64::Engine as _;
+    let store = test_store();
+    let server = RunningServer::start(&store, test_settings()).await;
+    let stream = TcpStream::connect(server.submission_tls)
+        .await
+        .expect("connect");
+    let tls = tls_connector(&server.certificate)
+        .connect(ServerName::try_from("localhost").expect("name"), stream)
+        .await
+        .expect("handshake");
+    let mut tls = BufReader::new(tls);
+    let plain = |password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{ALICE}\0{password}"))
+    };
+    assert!(read_reply(&mut tls).await.starts_with("220 "));
+    let mut exchange = async |line: String| {
+        tls.get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .expect("write");
+        read_reply(&mut tls).await
+    };
+    assert!(exchange("EHLO c".into()).await.starts_with("250"));
+    let auth = exchange(format!("AUTH PLAIN {}", plain(PASSWORD))).await;
+    assert!(auth.starts_with("235"), "{auth}");
+    store
+        .store
+        .set_password(
+            &address(ALICE),
+            &letterlock_types::Secret::from("a new password after a takeover"),
+            letterlock_mailstore::PasswordAuthority::AdminWithoutRecovery,
+        )
+        .expect("reset");
+    let mail = exchange(format!("MAIL FROM:<{ALICE}>")).await;
+    assert!(mail.starts_with("530 5.7.0"), "{mail}");
+    let again = exchange(format!(
+        "AUTH PLAIN {}",
+        plain("a new password after a takeover")
+    ))
+    .await;
+    assert!(again.starts_with("235"), "{again}");
+    let mail = exchange(format!("MAIL FROM:<{ALICE}>")).await;
+    assert!(mail.starts_with("250"), "{mail}");
     server.stop().await;
 }
 
