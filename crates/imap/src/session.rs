@@ -2031,6 +2031,11 @@ impl Session {
                     };
                 }
                 _ = changes.wake.notified() => {
+                    // The account reset by its administrator meanwhile: end now, not at DONE.
+                    if !matches!(self.blocking(|user| user.is_current()).await, Ok(true)) {
+                        io.line("* BYE the account's credentials were reset; log in again");
+                        return Err(Done::TaggedThenClose("NO IDLE ended".into()));
+                    }
                     self.report_changes(io, true).await;
                     io.flush().await.map_err(|_| bad("connection lost"))?;
                 }

@@ -77,6 +77,28 @@ async fn a_reset_account_ends_its_open_sessions() {
         .command(&format!("LOGIN {USER} \"a new password after a takeover\""))
         .await
         .assert_ok();
+
+    // A session in IDLE ends at once when the account is reset again, not at DONE.
+    again.command("SELECT INBOX").await.assert_ok();
+    let tag = again.next_tag();
+    again.send_raw(format!("{tag} IDLE\r\n").as_bytes()).await;
+    let idling = String::from_utf8_lossy(&again.read_response().await).into_owned();
+    assert!(idling.starts_with("+ "), "{idling}");
+    server
+        .store
+        .set_password(
+            &address(USER),
+            &letterlock_types::Secret::from("and another one"),
+            letterlock_mailstore::PasswordAuthority::AdminWithoutRecovery,
+        )
+        .expect("reset");
+    let reply = again.until_tagged(&tag).await;
+    assert!(
+        reply.untagged_text().contains("* BYE") && reply.tagged.contains("NO"),
+        "{} / {}",
+        reply.untagged_text(),
+        reply.tagged
+    );
 }
 
 #[tokio::test]

@@ -582,6 +582,8 @@ impl MailStore {
         delete_sealed_under_account_key(tx.as_mut(), user.id)?;
         tx.commit()?;
         self.unlock_cache.forget(address);
+        // Wakes the account's idling sessions, which then find their key is not current.
+        self.notify(address, &MailboxName::inbox());
         Ok(PasswordReset::NewKeys {
             recovery_code,
             fingerprint: user_key.fingerprint(),
