@@ -47,16 +47,19 @@ async fn imaps_greets_with_capabilities_and_logs_in_and_out() {
 #[tokio::test]
 async fn a_reset_account_ends_its_open_sessions() {
     let server = common::start().await;
+    let reset = |password: &str| {
+        server
+            .store
+            .set_password(
+                &address(USER),
+                &letterlock_types::Secret::from(password),
+                letterlock_mailstore::PasswordAuthority::AdminWithoutRecovery,
+            )
+            .expect("reset")
+    };
     let mut client = Client::logged_in(&server).await;
     client.command("SELECT INBOX").await.assert_ok();
-    server
-        .store
-        .set_password(
-            &address(USER),
-            &letterlock_types::Secret::from("a new password after a takeover"),
-            letterlock_mailstore::PasswordAuthority::AdminWithoutRecovery,
-        )
-        .expect("reset");
+    reset("a new password after a takeover");
     let tag = client.next_tag();
     client.send_raw(format!("{tag} NOOP\r\n").as_bytes()).await;
     let bye = String::from_utf8_lossy(&client.read_response().await).into_owned();
@@ -84,14 +87,7 @@ async fn a_reset_account_ends_its_open_sessions() {
     again.send_raw(format!("{tag} IDLE\r\n").as_bytes()).await;
     let idling = String::from_utf8_lossy(&again.read_response().await).into_owned();
     assert!(idling.starts_with("+ "), "{idling}");
-    server
-        .store
-        .set_password(
-            &address(USER),
-            &letterlock_types::Secret::from("and another one"),
-            letterlock_mailstore::PasswordAuthority::AdminWithoutRecovery,
-        )
-        .expect("reset");
+    reset("and another one");
     let reply = again.until_tagged(&tag).await;
     assert!(
         reply.untagged_text().contains("* BYE") && reply.tagged.contains("NO"),
