@@ -224,9 +224,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send>(
         // An account reset by its administrator (or removed) ends the session holding its old
         // key; nothing marked for deletion is removed.
         if let Some((maildrop, _)) = &state.maildrop {
-            let session = Arc::clone(&maildrop.session);
-            let current = tokio::task::spawn_blocking(move || session.is_current()).await;
-            if !matches!(current, Ok(Ok(true))) {
+            // One read of a small cached record, done inline (see the IMAP session).
+            if !matches!(maildrop.session.is_current(), Ok(true)) {
                 let _ = write(
                     &mut reader,
                     &err_code(
