@@ -480,11 +480,7 @@ fn queue_commands_on_an_empty_queue() {
 #[test]
 fn user_settings_show_and_change_the_end_to_end_protection() {
     let env = Env::new();
-    env.ok(&["domain", "add", "example.org"], "");
-    env.ok(
-        &["user", "add", "alice@example.org"],
-        &format!("{PASSWORD}\n"),
-    );
+    env.with_alice();
     assert_eq!(
         env.ok(&["user", "settings", "alice@example.org"], ""),
         "encrypt: per-recipient\nsign: off\n"
@@ -516,11 +512,7 @@ fn user_settings_show_and_change_the_end_to_end_protection() {
 #[test]
 fn contact_keys_are_added_listed_and_removed_with_the_account_password() {
     let env = Env::new();
-    env.ok(&["domain", "add", "example.org"], "");
-    env.ok(
-        &["user", "add", "alice@example.org"],
-        &format!("{PASSWORD}\n"),
-    );
+    env.with_alice();
     let key = letterlock_crypto::openpgp::UserKey::generate("carol@remote.test")
         .expect("key")
         .public_key();

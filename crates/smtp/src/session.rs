@@ -131,6 +131,29 @@ impl Transaction {
         self.recipients.len() + self.remote_recipients.len()
     }
 
+    /// Take `recipient` (local, or remote to be relayed) unless the transaction has it already,
+    /// with the DSN parameters its RCPT gave, if any.
+    fn add_recipient(
+        &mut self,
+        recipient: EmailAddress,
+        remote: bool,
+        notify: Notify,
+        orcpt: Option<String>,
+    ) {
+        let list = if remote {
+            &mut self.remote_recipients
+        } else {
+            &mut self.recipients
+        };
+        if list.contains(&recipient) {
+            return;
+        }
+        list.push(recipient.clone());
+        if notify.given || orcpt.is_some() {
+            self.recipient_dsn.push((recipient, notify, orcpt));
+        }
+    }
+
     /// A recipient with the DSN parameters its RCPT gave.
     fn request(&self, address: EmailAddress) -> RecipientRequest {
         match self
@@ -810,28 +833,14 @@ impl SmtpServer {
                 }
                 (Mode::Submission, Some(_)) => {
                     if let Some(transaction) = &mut state.transaction {
-                        if !transaction.remote_recipients.contains(&recipient) {
-                            if notify.given || orcpt.is_some() {
-                                transaction
-                                    .recipient_dsn
-                                    .push((recipient.clone(), notify, orcpt));
-                            }
-                            transaction.remote_recipients.push(recipient);
-                        }
+                        transaction.add_recipient(recipient, true, notify, orcpt);
                     }
                     Reply::new(250, "2.1.5", "recipient OK, will be relayed")
                 }
             },
             Ok(Ok(Some(_))) => {
                 if let Some(transaction) = &mut state.transaction {
-                    if !transaction.recipients.contains(&recipient) {
-                        if notify.given || orcpt.is_some() {
-                            transaction
-                                .recipient_dsn
-                                .push((recipient.clone(), notify, orcpt));
-                        }
-                        transaction.recipients.push(recipient);
-                    }
+                    transaction.add_recipient(recipient, false, notify, orcpt);
                 }
                 return Reply::new(250, "2.1.5", "recipient OK");
             }
