@@ -1136,12 +1136,17 @@ impl SmtpServer {
         };
         let transaction_id = new_transaction_id();
         let remote = std::mem::take(&mut transaction.remote_recipients);
-        let written_to: Vec<String> = transaction
-            .recipients
-            .iter()
-            .chain(remote.iter())
-            .map(ToString::to_string)
-            .collect();
+        // Only submissions teach the account whom it writes to (see below).
+        let written_to: Vec<String> = if state.auth.is_some() {
+            transaction
+                .recipients
+                .iter()
+                .chain(remote.iter())
+                .map(ToString::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let requiretls = transaction.requiretls;
         let sender = EmailAddress::try_from(transaction.sender.as_str()).ok();
         // The outbound copies are settled before anything is delivered, so a submission the
@@ -1753,11 +1758,9 @@ impl SmtpServer {
             .enumerate()
             .filter(|(_, (_, key))| key.is_none())
             .take(KEY_LOOKUPS_PER_SUBMISSION_MAX);
-        for (index, (recipient, key)) in keyless {
-            if key.is_none() {
-                let (discovery, recipient) = (Arc::clone(discovery), recipient.clone());
-                lookups.spawn(async move { (index, discovery.key_for(&recipient).await) });
-            }
+        for (index, (recipient, _)) in keyless {
+            let (discovery, recipient) = (Arc::clone(discovery), recipient.clone());
+            lookups.spawn(async move { (index, discovery.key_for(&recipient).await) });
         }
         while let Some(done) = lookups.join_next().await {
             if let Ok((index, Some(bytes))) = done {
