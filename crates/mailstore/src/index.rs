@@ -76,16 +76,16 @@ struct IndexRecordV1 {
 impl IndexRecord {
     /// Decodes a stored record, of this format or the one before `references`.
     pub fn decode(bytes: &[u8]) -> crate::error::Result<IndexRecord> {
-        match crate::records::decode::<IndexRecord>("index record", bytes) {
-            Ok(record) => Ok(record),
-            Err(error) => match postcard::from_bytes::<IndexRecordV1>(bytes) {
-                Ok(old) => Ok(IndexRecord {
-                    envelope: old.envelope,
-                    parts: old.parts,
-                    references: Vec::new(),
-                }),
-                Err(_) => Err(error),
-            },
+        crate::records::decode_or_older::<IndexRecord, IndexRecordV1>("index record", bytes)
+    }
+}
+
+impl From<IndexRecordV1> for IndexRecord {
+    fn from(old: IndexRecordV1) -> IndexRecord {
+        IndexRecord {
+            envelope: old.envelope,
+            parts: old.parts,
+            references: Vec::new(),
         }
     }
 }

@@ -39,6 +39,19 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|error| StoreError::Corrupted(format!("{what}: {error}")))
 }
 
+/// Decodes a record of the current format `T`, or of the `Older` one before it (postcard has
+/// no optional fields, so a field added at the end makes older records a different type).
+pub fn decode_or_older<T: DeserializeOwned, Older: DeserializeOwned + Into<T>>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T> {
+    decode::<T>(what, bytes).or_else(|error| {
+        postcard::from_bytes::<Older>(bytes)
+            .map(Into::into)
+            .map_err(|_| error)
+    })
+}
+
 pub fn u64_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }

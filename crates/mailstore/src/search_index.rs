@@ -128,22 +128,22 @@ impl MailboxSearchIndex {
 }
 
 fn decode_stored(bytes: &[u8]) -> Result<StoredIndex> {
-    match records::decode::<StoredIndex>("search index", bytes) {
-        Ok(stored) => Ok(stored),
-        Err(error) => match postcard::from_bytes::<StoredIndexV1>(bytes) {
-            Ok(old) => Ok(StoredIndex {
-                uid_validity: old.uid_validity,
-                merged_through_uid: old.merged_through_uid,
-                postings: old.postings,
-                // Due at the next merge: an old index may carry any number of expunged UIDs.
-                compaction: Compaction {
-                    building: false,
-                    merged_since: u32::MAX,
-                    live_at_last: 0,
-                },
-            }),
-            Err(_) => Err(error),
-        },
+    records::decode_or_older::<StoredIndex, StoredIndexV1>("search index", bytes)
+}
+
+impl From<StoredIndexV1> for StoredIndex {
+    fn from(old: StoredIndexV1) -> StoredIndex {
+        StoredIndex {
+            uid_validity: old.uid_validity,
+            merged_through_uid: old.merged_through_uid,
+            postings: old.postings,
+            // Due at the next merge: an old index may carry any number of expunged UIDs.
+            compaction: Compaction {
+                building: false,
+                merged_since: u32::MAX,
+                live_at_last: 0,
+            },
+        }
     }
 }
 
