@@ -277,6 +277,22 @@ fn vanished_since(selected: &Selected, set: &SequenceSet) -> Vec<u32> {
     gone
 }
 
+/// `bytes`, or the `<origin.length>` range of them a partial fetch asked for, whose origin
+/// the response names (RFC 9051 section 6.4.5).
+fn partial_of(out: &mut Vec<u8>, bytes: Vec<u8>, partial: Option<(u64, u64)>) -> Vec<u8> {
+    match partial {
+        Some((origin, length)) => {
+            out.extend_from_slice(format!("<{origin}>").as_bytes());
+            let start = (origin as usize).min(bytes.len());
+            let end = start.saturating_add(length as usize).min(bytes.len());
+            bytes[start..end].to_vec()
+        }
+        None => bytes,
+    }
+}
+
+/// Said before closing a session whose account was reset (see `Session::revoked`).
+const REVOKED_BYE: &str = "* BYE the account's credentials were reset; log in again";
 /// UIDs one VANISHED (EARLIER) response lists at most.
 const VANISHED_UIDS_MAX: usize = 100_000;
 
@@ -427,15 +443,9 @@ impl Session {
             };
             self.throttle().await;
             // An account reset by its administrator (or removed) ends the sessions that hold
-            // its old key (RFC 9051 section 7.1.5: BYE, then the connection closes). One read
-            // of a small cached record: done here rather than on a blocking thread, whose
-            // hand-off cost more than the read (measured: cached logins -12%).
-            if self
-                .user
-                .as_ref()
-                .is_some_and(|user| !matches!(user.is_current(), Ok(true)))
-            {
-                io.line("* BYE the account's credentials were reset; log in again");
+            // its old key (RFC 9051 section 7.1.5: BYE, then the connection closes).
+            if self.revoked() {
+                io.line(REVOKED_BYE);
                 let _ = io.flush().await;
                 return Outcome::Ended;
             }
@@ -540,6 +550,15 @@ impl Session {
     }
 
     /// Run a blocking mail-store call off the async threads.
+    /// The session's account key is no longer the account's (see `Unlocked::is_current`).
+    /// One read of a small cached record, done inline rather than on a blocking thread, whose
+    /// hand-off cost more than the read (measured: cached logins -12%).
+    fn revoked(&self) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|user| !matches!(user.is_current(), Ok(true)))
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&Unlocked) -> Result<T, StoreError> + Send + 'static,
@@ -1615,35 +1634,27 @@ impl Session {
                 if needs_body && body.is_none() {
                     continue;
                 }
-                // RFC 3516 section 4.2: a part whose transfer encoding cannot be undone fails
-                // the whole command with UNKNOWN-CTE (responses already sent stand).
-                for item in &items {
-                    let (FetchItem::Binary { part, .. } | FetchItem::BinarySize { part }) = item
-                    else {
-                        continue;
-                    };
-                    if let Err(crate::mime::BinaryError::UnknownEncoding(encoding)) =
-                        crate::mime::binary_bytes(body.map(Vec::as_slice).unwrap_or_default(), part)
-                    {
-                        return Err(no(&format!(
-                            "[UNKNOWN-CTE] message {} part {} uses the transfer encoding {encoding:?}, which cannot be decoded",
-                            position + 1,
-                            part.iter().map(u32::to_string).collect::<Vec<_>>().join(".")
-                        )));
-                    }
-                }
                 let mut out = format!("* {} FETCH (", position + 1).into_bytes();
                 for (index, item) in items.iter().enumerate() {
                     if index > 0 {
                         out.push(b' ');
                     }
+                    // RFC 3516 section 4.2: a part whose transfer encoding cannot be undone
+                    // fails the whole command with UNKNOWN-CTE (responses already sent stand;
+                    // this one is not sent).
                     self.fetch_item(
                         &mut out,
                         item,
                         message,
                         envelopes.get(&message.uid),
                         body.map(Vec::as_slice),
-                    );
+                    )
+                    .map_err(|crate::mime::BinaryError::UnknownEncoding(encoding)| {
+                        no(&format!(
+                            "[UNKNOWN-CTE] message {} uses the transfer encoding {encoding:?}, which cannot be decoded",
+                            position + 1
+                        ))
+                    })?;
                 }
                 out.extend_from_slice(b")\r\n");
                 io.write(&out);
@@ -1662,7 +1673,7 @@ impl Session {
         message: &MessageFlags,
         envelope: Option<&letterlock_mailstore::index::Envelope>,
         body: Option<&[u8]>,
-    ) {
+    ) -> Result<(), crate::mime::BinaryError> {
         let body = body.unwrap_or_default();
         match item {
             FetchItem::Flags => {
@@ -1681,33 +1692,18 @@ impl Session {
             FetchItem::Binary { part, partial, .. } => {
                 let label: Vec<String> = part.iter().map(u32::to_string).collect();
                 out.extend_from_slice(format!("BINARY[{}]", label.join(".")).as_bytes());
-                match crate::mime::binary_bytes(body, part) {
-                    Ok(bytes) => {
-                        let bytes = match partial {
-                            Some((origin, length)) => {
-                                out.extend_from_slice(format!("<{origin}>").as_bytes());
-                                let start = (*origin as usize).min(bytes.len());
-                                let end = start.saturating_add(*length as usize).min(bytes.len());
-                                bytes[start..end].to_vec()
-                            }
-                            None => bytes,
-                        };
-                        out.push(b' ');
-                        // RFC 3516 section 4.2: literal8 when the data holds a NUL.
-                        if bytes.contains(&0) {
-                            out.push(b'~');
-                        }
-                        encode::literal(out, &bytes);
-                    }
-                    // Refused before this response was begun (UNKNOWN-CTE, in `fetch`).
-                    Err(_) => out.extend_from_slice(b" NIL"),
+                let bytes = crate::mime::binary_bytes(body, part)?;
+                let bytes = partial_of(out, bytes, *partial);
+                out.push(b' ');
+                // RFC 3516 section 4.2: literal8 when the data holds a NUL.
+                if bytes.contains(&0) {
+                    out.push(b'~');
                 }
+                encode::literal(out, &bytes);
             }
             FetchItem::BinarySize { part } => {
                 let label: Vec<String> = part.iter().map(u32::to_string).collect();
-                let size = crate::mime::binary_bytes(body, part)
-                    .map(|bytes| bytes.len())
-                    .unwrap_or(0);
+                let size = crate::mime::binary_bytes(body, part)?.len();
                 out.extend_from_slice(
                     format!("BINARY.SIZE[{}] {size}", label.join(".")).as_bytes(),
                 );
@@ -1765,19 +1761,12 @@ impl Session {
                 out.extend_from_slice(b"BODY[");
                 out.extend_from_slice(section_label(section).as_bytes());
                 out.push(b']');
-                let bytes = match partial {
-                    Some((origin, length)) => {
-                        out.extend_from_slice(format!("<{origin}>").as_bytes());
-                        let start = (*origin as usize).min(bytes.len());
-                        let end = start.saturating_add(*length as usize).min(bytes.len());
-                        bytes[start..end].to_vec()
-                    }
-                    None => bytes,
-                };
+                let bytes = partial_of(out, bytes, *partial);
                 out.push(b' ');
                 encode::literal(out, &bytes);
             }
         }
+        Ok(())
     }
 
     /// Set `\Seen` on messages read with BODY[] (RFC 9051 section 6.4.5), before the FETCH
@@ -2036,8 +2025,8 @@ impl Session {
                 }
                 _ = changes.wake.notified() => {
                     // The account reset by its administrator meanwhile: end now, not at DONE.
-                    if !matches!(self.blocking(|user| user.is_current()).await, Ok(true)) {
-                        io.line("* BYE the account's credentials were reset; log in again");
+                    if self.revoked() {
+                        io.line(REVOKED_BYE);
                         return Err(Done::TaggedThenClose("NO IDLE ended".into()));
                     }
                     self.report_changes(io, true).await;
