@@ -1650,8 +1650,14 @@ impl Session {
                         body.map(Vec::as_slice),
                     )
                     .map_err(|crate::mime::BinaryError::UnknownEncoding(encoding)| {
+                        let part = match item {
+                            FetchItem::Binary { part, .. } | FetchItem::BinarySize { part } => {
+                                part.iter().map(u32::to_string).collect::<Vec<_>>().join(".")
+                            }
+                            _ => String::new(),
+                        };
                         no(&format!(
-                            "[UNKNOWN-CTE] message {} uses the transfer encoding {encoding:?}, which cannot be decoded",
+                            "[UNKNOWN-CTE] message {} part {part} uses the transfer encoding {encoding:?}, which cannot be decoded",
                             position + 1
                         ))
                     })?;
